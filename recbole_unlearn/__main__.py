@@ -1,0 +1,3 @@
+from recbole_unlearn.cli import main
+
+raise SystemExit(main())

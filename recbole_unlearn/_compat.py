@@ -1,0 +1,35 @@
+"""Version shims, each tied to the release that needs it.
+
+Nothing else in the package may branch on library versions; add a shim here instead.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+RECBOLE_VERSION = "1.2.1"
+
+# numpy >= 2.0 removed ``np.float_`` which RecBole 1.2.1's ``Config.compatibility_settings``
+# reads.  setup.cfg pins numpy < 2; the alias keeps an accidental numpy 2 from failing at
+# ``Config()`` with an AttributeError far from the cause.
+if not hasattr(np, "float_"):  # numpy >= 2.0
+    np.float_ = np.float64  # type: ignore[attr-defined]
+
+
+def load_stock_recbole_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Load a checkpoint written by RecBole's own ``Trainer._save_checkpoint``.
+
+    RecBole 1.2.1 pickles its ``Config`` object inside the file.  torch >= 2.6 defaults to
+    ``weights_only=True`` and refuses it, so the only way to read it is a full unpickle, which
+    can run arbitrary code: callers must have an explicit opt-in from the user
+    (``allow_pickle_checkpoint: True``) before calling this.
+    """
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def torch_load_safe(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load`` restricted to tensors and plain containers (never runs pickled code)."""
+    return torch.load(path, map_location=map_location, weights_only=True)

@@ -1,0 +1,75 @@
+"""The remaining data D_r = D_a \\ D_f, built in memory so it shares D_a's id maps.
+
+Rebuilding a RecBole Dataset from a filtered file can renumber users and items (ids come from
+``pd.factorize`` in order of appearance); ``Dataset.copy`` with a filtered ``inter_feat`` keeps
+every id map, ``user_num`` and ``item_num``, even for users left with no interaction.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from recbole.data.interaction import Interaction, cat_interactions
+from recbole.data.utils import create_samplers, get_dataloader
+from recbole.sampler import Sampler
+
+
+def pair_keys(users, items, n_items: int) -> np.ndarray:
+    """One int64 key per (user, item) pair: user * n_items + item, shape [n]."""
+    return np.asarray(users, dtype=np.int64) * n_items + np.asarray(items, dtype=np.int64)
+
+
+def dataset_keys(dataset) -> np.ndarray:
+    """Pair keys of a dataset's interactions, [n_inter]."""
+    inter = dataset.inter_feat
+    return pair_keys(inter[dataset.uid_field].numpy(), inter[dataset.iid_field].numpy(), dataset.item_num)
+
+
+def remaining_dataset(train, request) -> object:
+    """D_r: ``train`` without the request's pairs (same id maps, same user/item counts)."""
+    forget = pair_keys(request.users, request.items, train.item_num)
+    keep = ~np.isin(dataset_keys(train), forget)
+    return train.copy(train.inter_feat[torch.from_numpy(keep)])
+
+
+def inject_pairs(train, users: np.ndarray, items: np.ndarray):
+    """``train`` plus new (user, item) rows; other columns are filled with zeros.
+
+    Used by the ``noise`` scenario: false positives are added to D_a before the original model
+    is trained, and the request then deletes exactly them.
+    """
+    inter = train.inter_feat
+    n = len(users)
+    extra = {}
+    for field in inter.columns:
+        column = inter[field]
+        extra[field] = torch.zeros((n,) + tuple(column.shape[1:]), dtype=column.dtype)
+    extra[train.uid_field] = torch.as_tensor(users, dtype=inter[train.uid_field].dtype)
+    extra[train.iid_field] = torch.as_tensor(items, dtype=inter[train.iid_field].dtype)
+    return train.copy(cat_interactions([inter, Interaction(extra)]))
+
+
+def train_loader(config, train, shuffle: bool | None = None):
+    """The training loader RecBole would build for this model, over ``train`` only.
+
+    Negatives (when the model samples them) avoid ``train``'s own positives.
+    """
+    neg = config["train_neg_sample_args"]
+    sampler = None
+    if neg["distribution"] != "none":
+        sampler = Sampler(["train"], [train], neg["distribution"], neg["alpha"]).set_phase("train")
+    shuffle = config["shuffle"] if shuffle is None else shuffle
+    return get_dataloader(config, "train")(config, train, sampler, shuffle=shuffle)
+
+
+def build_loaders(config, train, valid, test):
+    """(train, valid, test) loaders whose samplers see ``train`` as the training history.
+
+    Built once per run from D_r and shared by every row: forgotten items are then not masked
+    in valid/test ranking, exactly what a retrained model is evaluated with.
+    """
+    train_s, valid_s, test_s = create_samplers(config, train, [train, valid, test])
+    return (
+        get_dataloader(config, "train")(config, train, train_s, shuffle=config["shuffle"]),
+        get_dataloader(config, "valid")(config, valid, valid_s, shuffle=False),
+        get_dataloader(config, "test")(config, test, test_s, shuffle=False),
+    )

@@ -1,0 +1,108 @@
+"""Evaluation of one row (Original, Retrain, an unlearner, ...) and the paper-style table.
+
+Every row is evaluated on the same loaders (history = D_r; DESIGN.md section 2), for all test
+users and for the forgetting users only.  Consistency with Retrain is measured with RBO
+(extrapolated RBO of Webber et al. 2010, persistence ``rbo_p``) of the forgetting users'
+top-k lists, with the same masking as ranking evaluation (training and validation items).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from recbole.data.interaction import Interaction
+from recbole.trainer import Trainer
+
+from recbole_unlearn.evaluator import mean_rbo, repredict_score
+
+RBO_KS = (10, 20, 50)
+
+
+@dataclass
+class EvalSetup:
+    """What every row is evaluated with (built once per run)."""
+
+    config: object
+    test: object  # FullSortEvalDataLoader over all test users (history D_r + valid)
+    test_forget: object  # the same restricted to the forgetting users (None if they have no test data)
+    forget_users: torch.Tensor  # [n_forget_users]
+    forget_pairs: tuple[torch.Tensor, torch.Tensor]  # ([n], [n]) internal ids
+    history: torch.Tensor  # [n_forget_users, n_items] bool: items masked in ranking
+
+
+def make_eval_setup(config, remaining, valid_ds, test_loader, request) -> EvalSetup:
+    """Loaders and masks for evaluating rows after ``request`` (``remaining`` is D_r)."""
+    users = torch.as_tensor(request.forget_users, dtype=torch.long)
+    test_ds = test_loader._dataset
+    in_request = torch.isin(test_ds.inter_feat[test_ds.uid_field], users)
+    test_forget = None
+    if bool(in_request.any()):
+        sub = test_ds.copy(test_ds.inter_feat[in_request])
+        test_forget = type(test_loader)(config, sub, test_loader._sampler, shuffle=False)
+    history = torch.zeros(len(users), remaining.item_num, dtype=torch.bool)
+    history[:, 0] = True
+    row_of = {int(u): r for r, u in enumerate(users)}
+    for ds in (remaining, valid_ds):
+        u = ds.inter_feat[ds.uid_field].numpy()
+        i = ds.inter_feat[ds.iid_field].numpy()
+        sel = np.isin(u, users.numpy())
+        rows = torch.as_tensor([row_of[int(x)] for x in u[sel]], dtype=torch.long)
+        history[rows, torch.as_tensor(i[sel], dtype=torch.long)] = True
+    pairs = (torch.as_tensor(request.users, dtype=torch.long), torch.as_tensor(request.items, dtype=torch.long))
+    return EvalSetup(config, test_loader, test_forget, users, pairs, history)
+
+
+@torch.no_grad()
+def forget_user_topk(model, setup: EvalSetup, k: int = max(RBO_KS)) -> torch.Tensor:
+    """Top-k item ids of each forgetting user, history masked, [n_forget_users, k]."""
+    model.eval()
+    inter = Interaction({model.USER_ID: setup.forget_users})
+    scores = model.full_sort_predict(inter).view(len(setup.forget_users), -1).clone()
+    scores[setup.history] = -torch.inf
+    return torch.topk(scores, k=min(k, scores.shape[1]), dim=1).indices
+
+
+@torch.no_grad()
+def evaluate_row(model, setup: EvalSetup, reference_topk: torch.Tensor | None = None) -> dict:
+    """Accuracy, re-predict score and (with a reference) RBO of one model."""
+    model.eval()
+    trainer = Trainer(setup.config, model)
+    out = {"test": _plain(trainer.evaluate(setup.test, load_best_model=False))}
+    if setup.test_forget is not None:
+        out["test_forget_users"] = _plain(trainer.evaluate(setup.test_forget, load_best_model=False))
+    users, items = setup.forget_pairs
+    out["repredict_score"] = repredict_score(model.predict_proba(users, items)) if len(users) else None
+    if reference_topk is not None and len(setup.forget_users):
+        topk = forget_user_topk(model, setup)
+        p = float(setup.config["rbo_p"])
+        out["rbo"] = {f"rbo@{k}": mean_rbo(topk[:, :k], reference_topk[:, :k], p=p) for k in RBO_KS}
+        out["rbo_p"] = p
+    return out
+
+
+def _plain(result) -> dict:
+    return {k: float(v) for k, v in result.items()}
+
+
+def format_table(results: dict, k: int = 20) -> str:
+    """The paper-style table: efficiency, accuracy (forgetting users, all users), consistency."""
+    header = (
+        f"{'row':<14}{'time_s':>10}{'speedup':>9}{f'F-R@{k}':>9}{f'F-N@{k}':>9}"
+        f"{f'R@{k}':>8}{f'N@{k}':>8}{'RBO@10':>8}{'repred':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for name, row in results["rows"].items():
+        t = row.get("time_s", row.get("train_time_s"))
+        fu, al = row.get("test_forget_users", {}), row.get("test", {})
+        lines.append(
+            f"{name:<14}{_fmt(t, 10, 2)}{_fmt(row.get('speedup'), 9, 1)}"
+            f"{_fmt(fu.get(f'recall@{k}'), 9)}{_fmt(fu.get(f'ndcg@{k}'), 9)}"
+            f"{_fmt(al.get(f'recall@{k}'), 8)}{_fmt(al.get(f'ndcg@{k}'), 8)}"
+            f"{_fmt(row.get('rbo', {}).get('rbo@10'), 8)}{_fmt(row.get('repredict_score'), 8)}"
+        )
+    return "\n".join(lines)
+
+
+def _fmt(value, width: int, digits: int = 4) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"

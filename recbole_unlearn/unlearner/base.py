@@ -1,0 +1,126 @@
+"""The base ``Unlearner``: owns the timing, the remaining data, early stopping state and the
+in-memory best checkpoint; methods override the small hook :meth:`Unlearner.erase`.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any, ClassVar
+
+import torch
+from recbole.trainer import Trainer
+
+from recbole_unlearn.data.forget import ForgetRequest
+from recbole_unlearn.data.remaining import remaining_dataset, train_loader
+
+
+@dataclass
+class UnlearnTask:
+    """What every unlearner receives.
+
+    ``train`` is D_a (the data Θ_a was trained on), ``valid`` the validation loader whose
+    history is D_r (for early stopping); ``original`` is Θ_a, never modified.
+    """
+
+    config: Any
+    original: torch.nn.Module
+    train: Any
+    request: ForgetRequest
+    valid: Any = None
+
+
+@dataclass
+class UnlearnOutcome:
+    """Θ_u with its cost.  ``time_s`` covers everything after receiving Θ_a and the request
+    (building D_r, validation for stopping), not the final evaluation.  ``info`` holds
+    method-specific figures (e.g. ``passes``, ``shards_retrained``, ``pretrain_time_s``)."""
+
+    model: torch.nn.Module
+    remaining: Any
+    time_s: float
+    info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Params:
+    """Base for typed unlearner parameters.
+
+    Each field is read once from the config key of the same name (the unlearner's YAML file
+    documents it); numbers given on the command line are cast to the field default's type.
+    """
+
+    @classmethod
+    def from_config(cls, config) -> "Params":
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in config or config[f.name] is None:
+                continue
+            value = config[f.name]
+            if isinstance(f.default, (int, float)) and not isinstance(f.default, bool):
+                value = type(f.default)(value)
+            values[f.name] = value
+        return cls(**values)
+
+
+class BestStateTrainer(Trainer):
+    """RecBole's ``Trainer`` whose "best epoch" checkpoint lives in memory, not in a pickled
+    file: ``fit_on`` trains with RecBole's own loop and ends on the best validation epoch."""
+
+    def __init__(self, config, model: torch.nn.Module):
+        super().__init__(config, model)
+        self._best_state: dict | None = None
+        self.info: dict = {}
+
+    def fit_on(self, data, valid, epochs: int | None = None, verbose: bool = False) -> None:
+        """Train ``self.model`` on ``data`` with RecBole's loop and early stopping on
+        ``valid``, then restore the best epoch (kept in memory, not on disk)."""
+        self.model.set_train_data(data)
+        if epochs is not None:
+            self.epochs = int(epochs)
+            self.eval_step = min(self.config["eval_step"], self.epochs)
+        self._best_state = None
+        loader = train_loader(self.config, data)
+        self.fit(loader, valid, verbose=verbose, saved=True, show_progress=self.config["show_progress"])
+        if self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+        self.info["epochs"] = len(self.train_loss_dict)
+
+    def reset_optimizer(self) -> None:
+        """A fresh optimizer (and early-stopping state) for ``self.model``."""
+        self.optimizer = self._build_optimizer()
+        self.start_epoch, self.cur_step = 0, 0
+        self.best_valid_score = float("-inf") if self.valid_metric_bigger else float("inf")
+        self.train_loss_dict = {}
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole's fit calls this on every improvement: keep the state in memory."""
+        self._best_state = copy.deepcopy(self.model.state_dict())
+
+
+class Unlearner(BestStateTrainer):
+    """RecBole ``Trainer`` that turns Θ_a into Θ_u for a request.
+
+    Subclasses set ``params_class`` (a :class:`Params` dataclass) and override :meth:`erase`.
+    """
+
+    params_class: ClassVar[type[Params]] = Params
+
+    def __init__(self, config, model: torch.nn.Module):
+        super().__init__(config, model)
+        self.params = self.params_class.from_config(config)
+
+    # ---- the loop -------------------------------------------------------------------------
+    def unlearn(self, task: UnlearnTask) -> UnlearnOutcome:
+        """Θ_u for ``task``; ``self.model`` starts as a copy of Θ_a."""
+        start = perf_counter()
+        remaining = remaining_dataset(task.train, task.request)
+        if len(task.request) > 0:
+            self.erase(task, remaining)
+        self.model.eval()
+        return UnlearnOutcome(self.model, remaining, perf_counter() - start, dict(self.info))
+
+    def erase(self, task: UnlearnTask, remaining) -> None:
+        """The method: update ``self.model`` so it no longer reflects ``task.request``."""
+        raise NotImplementedError
