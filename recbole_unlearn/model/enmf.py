@@ -70,6 +70,12 @@ class ENMF(GeneralRecommender):
         self.history_item_matrix = matrix.to(self.device)  # [n_users, max_len], 0 = padding
         self.history_lens = lens.to(self.device)  # [n_users]
 
+    def trained_pair_keys(self) -> torch.Tensor:
+        """Keys user * n_items + item of the pairs in the current history, [n_pairs]."""
+        users = torch.arange(self.n_users, device=self.device).unsqueeze(1)
+        mask = self.history_item_matrix > 0
+        return (users * self.n_items + self.history_item_matrix)[mask]
+
     @property
     def h(self) -> torch.Tensor:
         """Prediction vector h, shape [d]."""

@@ -65,6 +65,12 @@ class LightGCN(GeneralRecommender):
         )
         self.clear_cache()
 
+    def trained_pair_keys(self) -> torch.Tensor:
+        """Keys user * n_items + item of the edges of the current graph, [n_edges]."""
+        rows, cols = self.norm_adj.indices()
+        user_side = rows < self.n_users
+        return rows[user_side] * self.n_items + (cols[user_side] - self.n_users)
+
     def clear_cache(self) -> None:
         self.restore_user_e = None
         self.restore_item_e = None

@@ -73,7 +73,7 @@ class BestStateTrainer(Trainer):
         self._best_state: dict | None = None
         self.info: dict = {}
 
-    def fit_on(self, data, valid, epochs: int | None = None, verbose: bool = False) -> None:
+    def fit_on(self, data, valid, epochs: int | None = None, verbose: bool = True) -> None:
         """Train ``self.model`` on ``data`` with RecBole's loop and early stopping on
         ``valid``, then restore the best epoch (kept in memory, not on disk)."""
         self.model.set_train_data(data)
@@ -113,13 +113,28 @@ class Unlearner(BestStateTrainer):
 
     # ---- the loop -------------------------------------------------------------------------
     def unlearn(self, task: UnlearnTask) -> UnlearnOutcome:
-        """Θ_u for ``task``; ``self.model`` starts as a copy of Θ_a."""
+        """Θ_u for ``task``; ``self.model`` starts as a copy of Θ_a.
+
+        Order: :meth:`pretrain` (one-off work on D_a that does not depend on the request, e.g.
+        shards or an influence encoder; timed separately as ``pretrain_time_s``), then the timed
+        part: D_r is built, ``self.model.set_train_data(D_r)`` switches the model's structure
+        (ENMF history, LightGCN graph) to D_r, and :meth:`erase` updates the parameters.
+        An empty request returns Θ_a unchanged.
+        """
+        start = perf_counter()
+        if self.pretrain(task):
+            self.info["pretrain_time_s"] = perf_counter() - start
         start = perf_counter()
         remaining = remaining_dataset(task.train, task.request)
         if len(task.request) > 0:
+            self.model.set_train_data(remaining)
             self.erase(task, remaining)
         self.model.eval()
         return UnlearnOutcome(self.model, remaining, perf_counter() - start, dict(self.info))
+
+    def pretrain(self, task: UnlearnTask) -> bool:
+        """Request-independent preparation on ``task.train`` (D_a); return True if it did any."""
+        return False
 
     def erase(self, task: UnlearnTask, remaining) -> None:
         """The method: update ``self.model`` so it no longer reflects ``task.request``."""
