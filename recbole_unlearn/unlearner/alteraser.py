@@ -1,0 +1,154 @@
+"""AltEraser: alternating per-user / per-item second-order unlearning.
+
+Li, Chen, Zhang, Ma, Zhang and Ma, "Forgetting Fast in Recommender Systems", arXiv:2208.06875
+(RecSys 2022 short version).  Starting from Θ_a, AltEraser re-optimises the model on D_r block by
+block: the user vectors with everything else fixed, then the item vectors, alternating.  The
+blocks of one side are independent, so each side is a batch of small problems.
+
+1. **Erase pass** — the users and items that occur in the request are re-solved on D_r.
+2. **Further passes** — over all users/items (``alt_scope: all``) or only the affected ones
+   (``affected``: the request's users and items, plus ``alt_hops`` rings of D_r neighbours), until
+   the relative decrease of the D_r objective falls below ``alt_tol`` or ``alt_max_passes`` passes.
+
+Inner optimisers (``alt_optimizer``):
+``ah_newton`` — exact Newton on ENMF's closed-form quadratic blocks (see ``_enmf_blocks``),
+batched d×d solves; with ``alt_cache`` the item blocks of Θ_a are computed once before any
+request (``pretrain_time_s``) and downdated by the forgetting users' pairs in the erase pass —
+the paper's remark that H_a can be computed beforehand.
+``hf_newton`` — Hessian-free Newton on any differentiable block loss (``_hf_newton``): ENMF's
+objective written from its pairs, LightGCN's BPR loss on D_r with negatives drawn once (seeded).
+``adamw`` — the paper's first-order ablation on the same block losses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from recbole_unlearn.errors import UnlearnInputError
+from recbole_unlearn.model.enmf import ENMF
+from recbole_unlearn.unlearner import register_unlearner
+from recbole_unlearn.unlearner._alteraser_blocks import BlockLosses, neighbours
+from recbole_unlearn.unlearner._enmf_blocks import ENMFBlocks, block_sums
+from recbole_unlearn.unlearner._hf_newton import HFSettings, adamw_minimise, hf_newton
+from recbole_unlearn.unlearner.base import Params, Unlearner
+
+OPTIMIZERS = ("ah_newton", "hf_newton", "adamw")
+
+
+@dataclass(frozen=True)
+class AltEraserParams(Params):
+    """Keys of ``properties/unlearner/AltEraser.yaml`` (documented there)."""
+
+    alt_optimizer: str = "ah_newton"
+    alt_scope: str = "all"
+    alt_hops: int = 0
+    alt_max_passes: int = 1
+    alt_tol: float = 1e-3
+    alt_batch_size: int = 4096
+    alt_cache: bool = True
+    hf_max_steps: int = 3
+    hf_cg_iters: int = 50
+    hf_cg_tol: float = 1e-4
+    hf_damping: float = 1e-3
+    adamw_lr: float = 0.01
+    adamw_steps: int = 50
+
+
+@register_unlearner
+class AltEraser(Unlearner):
+    """Alternating block re-optimisation on D_r; see the module docstring."""
+
+    params_class = AltEraserParams
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        p = self.params
+        if p.alt_optimizer not in OPTIMIZERS:
+            raise UnlearnInputError(f"alt_optimizer must be one of {', '.join(OPTIMIZERS)}, not {p.alt_optimizer!r}")
+        if p.alt_scope not in ("all", "affected"):
+            raise UnlearnInputError(f"alt_scope must be 'all' or 'affected', not {p.alt_scope!r}")
+        if p.alt_optimizer == "ah_newton" and not isinstance(model, ENMF):
+            raise UnlearnInputError(
+                f"alt_optimizer=ah_newton needs ENMF's closed-form blocks; use hf_newton or adamw for {type(model).__name__}"
+            )
+        self._item_cache = None
+
+    def pretrain(self, task) -> bool:
+        """With ah_newton and ``alt_cache``: Θ_a's item block sums on D_a, [n_items, d, d] etc."""
+        if self.params.alt_optimizer != "ah_newton" or not self.params.alt_cache:
+            return False
+        users, items = _pairs(task.train)
+        blocks = ENMFBlocks(task.original, users, items)
+        self._item_cache = blocks.item_sums(torch.arange(task.original.n_items))
+        return True
+
+    # ---- the passes ------------------------------------------------------------------------
+    def erase(self, task, remaining) -> None:
+        users_r, items_r = _pairs(remaining)
+        f_users = torch.as_tensor(task.request.forget_users, dtype=torch.long)
+        f_items = torch.unique(torch.as_tensor(task.request.items, dtype=torch.long))
+        losses = BlockLosses(self.model, users_r, items_r, seed=int(self.config["seed"]))
+        self._update("user", f_users, losses)
+        if self._item_cache is not None:
+            self._erase_items_by_downdate(task, f_users, f_items, losses)
+        else:
+            self._update("item", f_items, losses)
+        if self.params.alt_scope == "all":
+            scope_u = torch.arange(1, self.model.n_users)
+            scope_i = torch.arange(1, self.model.n_items)
+        else:
+            scope_u, scope_i = neighbours(users_r, items_r, f_users, f_items, self.params.alt_hops)
+        previous = losses.objective()
+        self.info["passes"] = 0
+        for _ in range(self.params.alt_max_passes):
+            self._update("user", scope_u, losses)
+            self._update("item", scope_i, losses)
+            self.info["passes"] += 1
+            current = losses.objective()
+            if previous - current <= self.params.alt_tol * abs(previous):
+                break
+            previous = current
+        self.info["objective"] = losses.objective()
+
+    def _update(self, kind: str, rows: torch.Tensor, losses: BlockLosses) -> None:
+        """Re-optimise the ``kind`` ('user' | 'item') vectors of ``rows`` in mini-batches."""
+        table = losses.table(kind)
+        p = self.params
+        for start in range(0, len(rows), p.alt_batch_size):
+            batch = rows[start : start + p.alt_batch_size]
+            if p.alt_optimizer == "ah_newton":
+                solve = losses.enmf.solve_users if kind == "user" else losses.enmf.solve_items
+                table.data[batch] = solve(batch)
+                continue
+            loss_fn = losses.block_loss(kind, batch)
+            if p.alt_optimizer == "hf_newton":
+                settings = HFSettings(p.hf_max_steps, p.hf_cg_iters, p.hf_cg_tol, p.hf_damping)
+                theta, _ = hf_newton(loss_fn, table.data[batch], settings)
+            else:
+                theta, _ = adamw_minimise(loss_fn, table.data[batch], p.adamw_lr, p.adamw_steps)
+            table.data[batch] = theta
+        losses.changed()
+
+    def _erase_items_by_downdate(self, task, f_users, f_items, losses: BlockLosses) -> None:
+        """Item blocks on D_r from Θ_a's cached blocks: remove the forgetting users' old
+        contributions (all their D_a pairs) and add their new ones (their D_r pairs)."""
+        enmf = losses.enmf
+        users_a, items_a = _pairs(task.train)
+        old_rows = torch.isin(users_a, f_users)
+        new_rows = torch.isin(enmf.users, f_users)
+        z_old = task.original.user_embedding.weight.data * task.original.h.data
+        old = block_sums(items_a[old_rows], users_a[old_rows], f_items, z_old)
+        new = block_sums(enmf.items[new_rows], enmf.users[new_rows], f_items, enmf.z())
+        cached = self._item_cache
+        sums = type(old)(cached.outer[f_items], cached.square[f_items], cached.linear[f_items]) - old + new
+        self.model.item_embedding.weight.data[f_items] = enmf.solve_items(f_items, sums)
+        losses.changed()
+
+
+def _pairs(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    inter = dataset.inter_feat
+    return inter[dataset.uid_field].long(), inter[dataset.iid_field].long()
+
+
+__all__ = ["AltEraser", "AltEraserParams"]

@@ -1,0 +1,134 @@
+"""AltEraser: the contract for each inner optimiser, plus its optimisation properties."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import make_config, tiny_experiment
+from recbole_unlearn.config import config_with
+from recbole_unlearn.errors import UnlearnInputError
+from recbole_unlearn.quick_start import run_unlearner
+from recbole_unlearn.unlearner._alteraser_blocks import BlockLosses
+from recbole_unlearn.unlearner._hf_newton import HFSettings, conjugate_gradient, hf_newton
+from recbole_unlearn.unlearner.alteraser import AltEraser, _pairs
+from recbole_unlearn.unlearner.base import UnlearnTask
+from unlearner_contract import UnlearnerContract
+
+
+class TestAltEraserAHNewton(UnlearnerContract):
+    unlearner = "AltEraser"
+    models = ("ENMF",)
+    config = {"alt_optimizer": "ah_newton"}
+
+
+class TestAltEraserHFNewton(UnlearnerContract):
+    unlearner = "alteraser"
+    models = ("ENMF", "LightGCN")
+    config = {"alt_optimizer": "hf_newton"}
+
+
+class TestAltEraserAdamW(UnlearnerContract):
+    unlearner = "ALTERASER"
+    models = ("ENMF",)
+    config = {"alt_optimizer": "adamw"}
+
+
+def _gradient_norms(model, remaining) -> tuple[float, float]:
+    """‖∂F_r/∂P‖ and ‖∂F_r/∂Q‖ over every real user / item row."""
+    users, items = _pairs(remaining)
+    losses = BlockLosses(model, users, items, seed=0)
+    norms = []
+    for kind in ("user", "item"):
+        rows = torch.arange(1, model.n_users if kind == "user" else model.n_items)
+        theta = losses.table(kind).data[rows].clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(losses.block_loss(kind, rows)(theta), theta)
+        norms.append(float(grad.norm()))
+    return norms[0], norms[1]
+
+
+def test_ah_newton_reaches_the_remaining_data_optimum():
+    """Enough passes: ∇F_r ≈ 0 at the result, and its predictions match an independent
+    minimisation of F_r from a fresh random start (retraining to convergence)."""
+    keys = dict(forget="private", alt_max_passes=300, alt_tol=0.0, reg_weight=0.1)
+    exp = tiny_experiment("ENMF", **keys)
+    model = run_unlearner(exp, AltEraser).model
+    start = exp.original
+    start.set_train_data(exp.remaining)
+    g0_user, g0_item = _gradient_norms(start, exp.remaining)
+    g_user, g_item = _gradient_norms(model, exp.remaining)
+    assert g_user < 1e-3 * g0_user and g_item < 1e-3 * g0_item, (g_user, g0_user, g_item, g0_item)
+
+    # Retraining to convergence: the same objective minimised from a random start (h is not a
+    # block and stays Θ_a's).  Weighted MF is not convex, so different starts reach different
+    # optima of almost equal value: compare the objective and the predictions' correlation.
+    torch.manual_seed(1)
+    fresh = type(exp.original)(exp.config, exp.remaining)
+    fresh.H_i.weight.data.copy_(exp.original.H_i.weight.data)
+    task = UnlearnTask(exp.config, fresh, exp.train, exp.request, exp.valid_r)
+    scratch = AltEraser(config_with(exp.config, alt_cache=False), fresh).unlearn(task)
+    a_obj, b_obj = run_objective(model, exp.remaining), run_objective(scratch.model, exp.remaining)
+    assert abs(a_obj - b_obj) <= 0.005 * abs(b_obj), (a_obj, b_obj)
+    predict = lambda m: ((m.user_embedding.weight * m.h) @ m.item_embedding.weight.T)[1:, 1:].detach()  # noqa: E731
+    corr = torch.corrcoef(torch.stack([predict(model).flatten(), predict(scratch.model).flatten()]))[0, 1]
+    assert corr > 0.9, float(corr)
+
+
+def run_objective(model, remaining) -> float:
+    users, items = _pairs(remaining)
+    return BlockLosses(model, users, items, seed=0).objective()
+
+
+def test_hf_newton_and_ah_newton_agree_on_an_enmf_block():
+    exp = tiny_experiment("ENMF", forget="private")
+    users, items = _pairs(exp.remaining)
+    model = exp.original
+    model.set_train_data(exp.remaining)
+    losses = BlockLosses(model, users, items, seed=0)
+    rows = torch.as_tensor(exp.request.forget_users)
+    exact = losses.enmf.solve_users(rows)
+    approx, stats = hf_newton(losses.block_loss("user", rows), model.user_embedding.weight.data[rows],
+                              HFSettings(max_steps=5, cg_iters=200, cg_tol=1e-8, damping=0.0))
+    assert stats["steps"] >= 1
+    assert torch.allclose(approx, exact, atol=1e-4, rtol=1e-3)
+
+
+def test_conjugate_gradient_solves_a_spd_system():
+    torch.manual_seed(0)
+    m = torch.randn(12, 12)
+    H = m @ m.T + torch.eye(12)
+    b = torch.randn(12)
+    x, iters = conjugate_gradient(lambda v: H @ v, b, damping=0.5, tol=1e-10, max_iter=100)
+    assert torch.allclose(x, torch.linalg.solve(H + 0.5 * torch.eye(12), b), atol=1e-4)
+    assert iters <= 24
+
+
+@pytest.mark.parametrize("optimizer", ["ah_newton", "hf_newton"])
+def test_affected_scope_leaves_other_rows_byte_identical(optimizer):
+    exp = tiny_experiment("ENMF", forget="private", alt_scope="affected", alt_hops=0, alt_optimizer=optimizer)
+    model = run_unlearner(exp, AltEraser).model
+    touched_users = torch.as_tensor(exp.request.forget_users)
+    touched_items = torch.unique(torch.as_tensor(exp.request.items))
+    for table, touched, original in (
+        (model.user_embedding.weight, touched_users, exp.original.user_embedding.weight),
+        (model.item_embedding.weight, touched_items, exp.original.item_embedding.weight),
+    ):
+        keep = torch.ones(len(table), dtype=torch.bool)
+        keep[touched] = False
+        assert torch.equal(table[keep], original[keep])
+        assert not torch.equal(table[touched], original[touched])
+    assert torch.equal(model.H_i.weight, exp.original.H_i.weight)
+
+
+def test_cached_item_blocks_give_the_same_erase_pass():
+    """Downdating Θ_a's cached item blocks equals building the D_r blocks from scratch."""
+    a = run_unlearner(tiny_experiment("ENMF", forget="private", alt_max_passes=0, alt_cache=True), AltEraser)
+    b = run_unlearner(tiny_experiment("ENMF", forget="private", alt_max_passes=0, alt_cache=False), AltEraser)
+    assert "pretrain_time_s" in a.info and "pretrain_time_s" not in b.info
+    assert torch.allclose(a.model.item_embedding.weight, b.model.item_embedding.weight, atol=1e-4)
+
+
+def test_ah_newton_refuses_lightgcn_with_a_clear_error():
+    config = make_config("LightGCN", alt_optimizer="ah_newton")
+    exp = tiny_experiment("LightGCN", forget="private")
+    with pytest.raises(UnlearnInputError, match="hf_newton"):
+        AltEraser(config, exp.original)
