@@ -25,20 +25,31 @@ from recbole.model.init import xavier_normal_initialization
 from recbole.utils import InputType
 
 
-def history_matrix(users: torch.Tensor, items: torch.Tensor, n_users: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Items of each user in ascending order, zero-padded: ([n_users, max_len], lens [n_users]).
+def history_csr(users: torch.Tensor, items: torch.Tensor, n_users: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each user's items in ascending order, concatenated: (items [m], starts [n_users], lens [n_users]).
 
     Deterministic and RNG-free (RecBole's ``Dataset.history_item_matrix`` shuffles with the
     global RNG, which would make rebuilding the history change the training that follows).
     """
+    users, items = users.long(), items.long()
     order = torch.argsort(users * (int(items.max()) + 1 if len(items) else 1) + items)
-    users, items = users[order], items[order]
     lens = torch.bincount(users, minlength=n_users)
-    starts = torch.cumsum(lens, 0) - lens
-    col = torch.arange(len(users)) - starts[users]
+    return items[order], torch.cumsum(lens, 0) - lens, lens
+
+
+def history_matrix(users: torch.Tensor, items: torch.Tensor, n_users: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same history as RecBole's padded matrix: ([n_users, max_len], 0 = padding; lens [n_users])."""
+    history, _, lens = history_csr(users, items, n_users)
     matrix = torch.zeros(n_users, max(int(lens.max()) if len(lens) else 0, 1), dtype=torch.long)
-    matrix[users, col] = items
+    rows = torch.repeat_interleave(torch.arange(n_users), lens)
+    matrix[rows, _offsets(lens)] = history
     return matrix, lens
+
+
+def _offsets(lens: torch.Tensor) -> torch.Tensor:
+    """0, 1, ..., lens[0]-1, 0, 1, ..., lens[1]-1, ... as one tensor [lens.sum()]."""
+    total = int(lens.sum())
+    return torch.arange(total, device=lens.device) - torch.repeat_interleave(torch.cumsum(lens, 0) - lens, lens)
 
 
 class ENMF(GeneralRecommender):
@@ -66,36 +77,45 @@ class ENMF(GeneralRecommender):
         """Use ``dataset``'s interactions as the positive history (e.g. D_r after unlearning)."""
         users = dataset.inter_feat[dataset.uid_field]
         items = dataset.inter_feat[dataset.iid_field]
-        matrix, lens = history_matrix(users, items, self.n_users)
-        self.history_item_matrix = matrix.to(self.device)  # [n_users, max_len], 0 = padding
+        history, starts, lens = history_csr(users, items, self.n_users)
+        self.history_items = history.to(self.device)  # [n_pairs], grouped by user
+        self.history_start = starts.to(self.device)  # [n_users]
         self.history_lens = lens.to(self.device)  # [n_users]
+        self._history_matrix = None
+
+    @property
+    def history_item_matrix(self) -> torch.Tensor:
+        """The history as RecBole's padded matrix [n_users, max_len] (0 = padding), built lazily."""
+        if self._history_matrix is None:
+            users = torch.repeat_interleave(torch.arange(self.n_users, device=self.device), self.history_lens)
+            self._history_matrix = history_matrix(users, self.history_items, self.n_users)[0].to(self.device)
+        return self._history_matrix
+
+    def batch_history(self, user: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training pairs of a batch of users: (row in the batch [m], item [m])."""
+        lens = self.history_lens[user]
+        rows = torch.repeat_interleave(torch.arange(len(user), device=self.device), lens)
+        return rows, self.history_items[self.history_start[user][rows] + _offsets(lens)]
 
     def trained_pair_keys(self) -> torch.Tensor:
         """Keys user * n_items + item of the pairs in the current history, [n_pairs]."""
-        users = torch.arange(self.n_users, device=self.device).unsqueeze(1)
-        mask = self.history_item_matrix > 0
-        return (users * self.n_items + self.history_item_matrix)[mask]
+        users = torch.repeat_interleave(torch.arange(self.n_users, device=self.device), self.history_lens)
+        return users * self.n_items + self.history_items
 
     @property
     def h(self) -> torch.Tensor:
         """Prediction vector h, shape [d]."""
         return self.H_i.weight[0]
 
-    def _history(self, user: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        items = self.history_item_matrix[user]  # [B, L]
-        return items, items > 0
-
-    def forward(self, user: torch.Tensor) -> torch.Tensor:
-        """Dropped-out scores of each user's history items, [B, max_len] (0 at padding)."""
+    def forward(self, user: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dropped-out scores of the batch's training pairs, [m], and each pair's row in the batch."""
         p = self.dropout(self.user_embedding(user))  # [B, d]
-        items, mask = self._history(user)
-        q = self.item_embedding(items)  # [B, L, d]
-        score = self.H_i(p.unsqueeze(1) * q).squeeze(-1)  # [B, L]
-        return score * mask
+        rows, items = self.batch_history(user)
+        return (p[rows] * self.item_embedding(items)) @ self.h, rows
 
     def calculate_loss(self, interaction) -> torch.Tensor:
         user = interaction[self.USER_ID]
-        pos = self.forward(user)  # [B, L]
+        pos, _ = self.forward(user)  # [m]
         p = self.user_embedding(user)  # [B, d]
         q = self.item_embedding.weight[1:]  # [n_items-1, d]
         hh = torch.outer(self.h, self.h)  # [d, d]

@@ -10,7 +10,7 @@ blocks of one side are independent, so each side is a batch of small problems.
    (``affected``: the request's users and items, plus ``alt_hops`` rings of D_r neighbours), until
    the relative decrease of the D_r objective falls below ``alt_tol`` or ``alt_max_passes`` passes.
 
-Inner optimisers (``alt_optimizer``):
+Inner optimisers (``alt_optimizer``; ``auto`` picks ``ah_newton`` for ENMF, else ``hf_newton``):
 ``ah_newton`` — exact Newton on ENMF's closed-form quadratic blocks (see ``_enmf_blocks``),
 batched d×d solves; with ``alt_cache`` the item blocks of Θ_a are computed once before any
 request (``pretrain_time_s``) and downdated by the forgetting users' pairs in the erase pass —
@@ -21,7 +21,7 @@ objective written from its pairs, LightGCN's BPR loss on D_r with negatives draw
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -33,14 +33,14 @@ from recbole_unlearn.unlearner._enmf_blocks import ENMFBlocks, block_sums
 from recbole_unlearn.unlearner._hf_newton import HFSettings, adamw_minimise, hf_newton
 from recbole_unlearn.unlearner.base import Params, Unlearner
 
-OPTIMIZERS = ("ah_newton", "hf_newton", "adamw")
+OPTIMIZERS = ("auto", "ah_newton", "hf_newton", "adamw")
 
 
 @dataclass(frozen=True)
 class AltEraserParams(Params):
     """Keys of ``properties/unlearner/AltEraser.yaml`` (documented there)."""
 
-    alt_optimizer: str = "ah_newton"
+    alt_optimizer: str = "auto"
     alt_scope: str = "all"
     alt_hops: int = 0
     alt_max_passes: int = 1
@@ -66,6 +66,8 @@ class AltEraser(Unlearner):
         p = self.params
         if p.alt_optimizer not in OPTIMIZERS:
             raise UnlearnInputError(f"alt_optimizer must be one of {', '.join(OPTIMIZERS)}, not {p.alt_optimizer!r}")
+        if p.alt_optimizer == "auto":
+            p = self.params = replace(p, alt_optimizer="ah_newton" if isinstance(model, ENMF) else "hf_newton")
         if p.alt_scope not in ("all", "affected"):
             raise UnlearnInputError(f"alt_scope must be 'all' or 'affected', not {p.alt_scope!r}")
         if p.alt_optimizer == "ah_newton" and not isinstance(model, ENMF):
