@@ -1,37 +1,64 @@
 """Command line: every option is RecBole's ``--key=value``; any config key may be given.
 
 Exit codes: 0 success, 2 bad input (one line on stderr), 1 anything else.
+Everything the run prints (RecBole's log, warnings, the table) goes to stdout, so stderr
+carries only the error.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
+
+from recbole_unlearn.errors import UnlearnInputError
+
+
+def parse_options(argv: list[str]) -> dict[str, str]:
+    """``--key=value`` arguments as a dict of strings (the value may itself contain ``=``).
+
+    Raises:
+        UnlearnInputError: an argument not of the form ``--key=value``, or a key given twice
+            with different values.
+    """
+    opts: dict[str, str] = {}
+    for arg in argv:
+        key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if not key or not sep:
+            raise UnlearnInputError(f"unrecognized argument {arg!r}: options are written --key=value")
+        if opts.get(key, value) != value:
+            raise UnlearnInputError(f"--{key} given twice with different values")
+        opts[key] = value
+    return opts
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``--model``, ``--dataset`` and ``--config_files`` and run :func:`run_unlearn`;
-    every other ``--key=value`` is read by RecBole's Config from ``sys.argv``."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Run :func:`run_unlearn` with ``--model``, ``--dataset``, ``--config_files`` and every
+    other ``--key=value`` as a config key (command-line priority: above the config files)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip() + "\n\nusage: python run_unlearn.py [--model=ENMF] [--dataset=ml-100k] "
               "[--unlearner=NAME] [--config_files=\"a.yaml b.yaml\"] [--key=value ...]\n"
               "See README.md for the keys.")
         return 0
-    opts = {}
-    for arg in argv:
-        if arg.startswith("--") and "=" in arg:
-            key, value = arg[2:].split("=", 1)
-            opts[key] = value
-    from recbole_unlearn import run_unlearn
-    from recbole_unlearn.errors import UnlearnInputError
-
-    files = opts.get("config_files")
+    saved_argv = sys.argv
     try:
-        run_unlearn(
-            model=opts.get("model", "ENMF"),
-            dataset=opts.get("dataset", "ml-100k"),
-            config_file_list=files.split() if files else None,
-        )
+        opts = parse_options(argv)
+        files = opts.pop("config_files", None)
+        model, dataset = opts.pop("model", "ENMF"), opts.pop("dataset", "ml-100k")
+        # The options reach RecBole's Config as config_dict (converted like command-line
+        # values); sys.argv is emptied so RecBole does not parse them a second time.
+        sys.argv = saved_argv[:1]
+        with contextlib.redirect_stderr(sys.stdout):
+            from recbole_unlearn import run_unlearn
+
+            run_unlearn(
+                model=model,
+                dataset=dataset,
+                config_file_list=files.split() if files else None,
+                config_dict=opts,
+            )
     except UnlearnInputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + str(e).replace("\n", " "), file=sys.stderr)
         return 2
+    finally:
+        sys.argv = saved_argv
     return 0

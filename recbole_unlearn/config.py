@@ -15,7 +15,7 @@ from recbole.config import Config as RecBoleConfig
 from recbole.utils import get_model as recbole_get_model
 
 from recbole_unlearn.errors import UnlearnInputError
-from recbole_unlearn.model import get_model_class
+from recbole_unlearn.model import MODELS, get_model_class
 from recbole_unlearn.unlearner import get_unlearner
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -61,8 +61,11 @@ class Config(RecBoleConfig):
             if model_class is None:
                 try:
                     model_class = recbole_get_model(model)
-                except ValueError:
-                    raise UnlearnInputError(f"unknown model {model!r}") from None
+                except (ValueError, ImportError):  # RecBole's lookup imports optional libraries
+                    raise UnlearnInputError(
+                        f"unknown model {model!r}; the plugin's models: "
+                        + ", ".join(c.__name__ for c in MODELS.values())
+                    ) from None
             model = model_class.__name__
         else:
             model_class, model = model, model.__name__

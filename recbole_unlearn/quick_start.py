@@ -60,7 +60,10 @@ def load_original(config, train) -> torch.nn.Module:
             f"split (dataset {meta.get('dataset')!r}, seed {meta.get('seed')}, forget "
             f"{meta.get('forget')!r}); use the same dataset, seed and scenario"
         )
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # tensor shapes of another dataset or embedding size
+        raise UnlearnInputError(f"checkpoint {config['checkpoint']} does not fit the model: {e}") from None
     if missing or [k for k in unexpected if not k.startswith("restore_")]:
         raise UnlearnInputError(f"checkpoint does not fit the model: missing {missing}, unexpected {unexpected}")
     return model.eval()
@@ -144,7 +147,8 @@ def comparison_plan(config: Config, unlearner_cls: type) -> list[tuple[str, type
 def evaluate_rows(exp: Experiment, models: dict, rows: dict) -> None:
     """Evaluate every model on the same loaders; adds metrics, RBO vs Retrain and speed-ups."""
     setup = make_eval_setup(exp.config, exp.remaining, exp.valid, exp.test_r, exp.request)
-    reference = forget_user_topk(models["Retrain"], setup) if "Retrain" in models else None
+    has_users = len(setup.forget_users) > 0  # an empty request (e.g. all pairs dropped) has none
+    reference = forget_user_topk(models["Retrain"], setup) if "Retrain" in models and has_users else None
     retrain_time = rows.get("Retrain", {}).get("time_s")
     for name, m in models.items():
         rows[name].update(evaluate_row(m, setup, reference))
@@ -167,6 +171,10 @@ def run_unlearn(model=None, dataset=None, config_file_list=None, config_dict=Non
     logger.info(config)
     unlearner_cls = get_unlearner(config["unlearner"])
     plan = comparison_plan(config, unlearner_cls)
+    unlearner_name = unlearner_cls.__name__
+    out_path = Path(config["checkpoint_dir"]) / f"{config['dataset']}-{config['model']}-{unlearner_name}.pth"
+    if saved and config["checkpoint"] and out_path.resolve() == Path(config["checkpoint"]).resolve():
+        raise UnlearnInputError(f"the unlearned model would overwrite the input checkpoint {out_path}")
     exp = prepare(config, saved=saved)
     rows: dict[str, dict] = {"Original": exp.original_row}
     models: dict[str, torch.nn.Module] = {"Original": exp.original}
@@ -187,10 +195,8 @@ def run_unlearn(model=None, dataset=None, config_file_list=None, config_dict=Non
     }
     logger.info("results (k=20; F- = forgetting users):\n" + format_table(results))
     if saved:
-        name = unlearner_cls.__name__
-        path = Path(config["checkpoint_dir"]) / f"{config['dataset']}-{config['model']}-{name}.pth"
-        meta = _meta(config, exp.remaining, role="unlearned", unlearner=name)
-        save_checkpoint(path, models[name].state_dict(), meta)
-        results["checkpoint"] = str(path)
+        meta = _meta(config, exp.remaining, role="unlearned", unlearner=unlearner_name)
+        save_checkpoint(out_path, models[unlearner_name].state_dict(), meta)
+        results["checkpoint"] = str(out_path)
         write_json(config["results"], results)
     return results

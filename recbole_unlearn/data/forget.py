@@ -129,7 +129,11 @@ def load_forget_file(path: str | Path, train) -> ForgetRequest:
     path = Path(path)
     if not path.is_file():
         raise UnlearnInputError(f"forget file not found: {path}")
-    lines = [ln.rstrip("\r\n") for ln in path.read_text(encoding="utf-8").splitlines()]
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the header
+    except UnicodeDecodeError as e:
+        raise UnlearnInputError(f"forget file {path} is not UTF-8 text ({e.reason})") from None
+    lines = [ln.rstrip("\r\n") for ln in text.splitlines()]
     lines = [ln for ln in lines if ln.strip()]
     if not lines:
         raise UnlearnInputError(f"forget file {path} is empty")
@@ -208,10 +212,14 @@ def build_request(config, train, seen_keys: np.ndarray) -> ForgetRequest:
         request = private_request(train, int(config["forget_users"]), rng)
     elif mode == "noise":
         request = noise_request(train, seen_keys, int(config["forget_users"]), rng)
-    elif mode == "users":
-        request = users_request(train, float(config["forget_fraction"]), str(config["forget_selection"]), rng)
-    elif mode == "random":
-        request = random_request(train, float(config["forget_fraction"]), rng)
+    elif mode in ("users", "random"):
+        fraction = float(config["forget_fraction"])
+        if not 0 < fraction <= 1:
+            raise UnlearnInputError(f"forget_fraction must be in (0, 1], not {config['forget_fraction']!r}")
+        if mode == "users":
+            request = users_request(train, fraction, str(config["forget_selection"]), rng)
+        else:
+            request = random_request(train, fraction, rng)
     elif mode == "file":
         if not config["forget_file"]:
             raise UnlearnInputError("forget=file needs forget_file=PATH")
