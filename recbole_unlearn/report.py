@@ -4,6 +4,8 @@ Every row is evaluated on the same loaders (history = D_r; DESIGN.md section 2),
 users and for the forgetting users only.  Consistency with Retrain is measured with RBO
 (extrapolated RBO of Webber et al. 2010, persistence ``rbo_p``) of the forgetting users'
 top-k lists, with the same masking as ranking evaluation (training and validation items).
+Completeness is the AUC of a membership-inference attack on the forgotten pairs
+(:mod:`recbole_unlearn.evaluator.mia`: calibrated scores, forgotten vs never-seen pairs).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 
 from recbole_unlearn.evaluator import mean_rbo, repredict_score
+from recbole_unlearn.evaluator.mia import MembershipPairs, membership_attack_auc, request_membership_pairs
 
 RBO_KS = (10, 20, 50)
 
@@ -29,6 +32,7 @@ class EvalSetup:
     forget_users: torch.Tensor  # [n_forget_users]
     forget_pairs: tuple[torch.Tensor, torch.Tensor]  # ([n], [n]) internal ids
     history: torch.Tensor  # [n_forget_users, n_items] bool: items masked in ranking
+    mia_pairs: MembershipPairs | None = None  # forgotten vs never-seen pairs of the attack
 
 
 def make_eval_setup(config, remaining, valid_ds, test_loader, request) -> EvalSetup:
@@ -50,7 +54,8 @@ def make_eval_setup(config, remaining, valid_ds, test_loader, request) -> EvalSe
         rows = torch.as_tensor([row_of[int(x)] for x in u[sel]], dtype=torch.long)
         history[rows, torch.as_tensor(i[sel], dtype=torch.long)] = True
     pairs = (torch.as_tensor(request.users, dtype=torch.long), torch.as_tensor(request.items, dtype=torch.long))
-    return EvalSetup(config, test_loader, test_forget, users, pairs, history)
+    mia = request_membership_pairs(request, remaining, [valid_ds, test_ds], seed=int(config["seed"]))
+    return EvalSetup(config, test_loader, test_forget, users, pairs, history, mia)
 
 
 @torch.no_grad()
@@ -73,6 +78,8 @@ def evaluate_row(model, setup: EvalSetup, reference_topk: torch.Tensor | None = 
         out["test_forget_users"] = _plain(trainer.evaluate(setup.test_forget, load_best_model=False))
     users, items = setup.forget_pairs
     out["repredict_score"] = repredict_score(model.predict_proba(users, items)) if len(users) else None
+    mia = setup.mia_pairs
+    out["mia_auc"] = membership_attack_auc(model, mia) if mia is not None and len(mia) else None
     if reference_topk is not None and len(setup.forget_users):
         topk = forget_user_topk(model, setup)
         p = float(setup.config["rbo_p"])

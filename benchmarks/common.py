@@ -1,0 +1,263 @@
+"""Shared pieces of the benchmark suite.
+
+Layout on disk (``out`` is committed, ``cache`` is not)::
+
+    <out>/<kind>/<key>/experiment.json       what was run: dataset, model, scenario, keys, commands
+    <out>/<kind>/<key>/s<seed>-<Row>.json     one finished run (written atomically; skipped when present)
+    <cache>/originals/<key>/s<seed>-Original.pth    Θ_a of a seed (shared by the kinds)
+    <cache>/<kind>/<key>/s<seed>-*.pth        other checkpoints (Retrain, sequential steps) for resuming
+
+``kind`` is ``tables``, ``sequential`` or ``scaling``; ``key`` is ``<dataset>-<model>-<scenario>``
+plus a tag and a short hash of any other config keys, so a different setting never reuses
+another's results.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from recbole_unlearn.checkpoint import load_checkpoint, save_checkpoint, write_json
+from recbole_unlearn.config import Config, config_with
+from recbole_unlearn.data import build_loaders, remaining_dataset
+from recbole_unlearn.quick_start import Experiment, _meta, prepare
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: the per-run result files of an experiment folder (not experiment.json / summary.json)
+RUN_GLOB = "s[0-9]*-*.json"
+#: config keys that do not change a result (left out of the experiment key)
+NON_RESULT_KEYS = frozenset({"data_path", "show_progress", "state", "checkpoint_dir", "log_wandb"})
+
+
+@dataclass
+class Bench:
+    """One benchmark experiment: ``kind`` × dataset × model × scenario, with the user's other
+    config keys (``overrides``, passed into every Config)."""
+
+    kind: str
+    dataset: str
+    model: str
+    scenario: str
+    overrides: dict = field(default_factory=dict)
+    out: Path = REPO_ROOT / "benchmarks" / "results"
+    cache: Path = REPO_ROOT / "benchmarks" / ".cache"
+    tag: str = ""
+    _configs: dict = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def key(self) -> str:
+        parts = [self.dataset, self.model, self.scenario] + ([self.tag] if self.tag else [])
+        relevant = {k: v for k, v in sorted(self.overrides.items()) if k not in NON_RESULT_KEYS}
+        if relevant:
+            parts.append(hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8])
+        return "-".join(parts)
+
+    @property
+    def result_dir(self) -> Path:
+        return Path(self.out) / self.kind / self.key
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.cache) / self.kind / self.key
+
+    def result_path(self, seed: int, name: str) -> Path:
+        return self.result_dir / f"s{seed}-{file_name(name)}.json"
+
+    def cache_path(self, seed: int, name: str) -> Path:
+        return self.cache_dir / f"s{seed}-{file_name(name)}.pth"
+
+    def config(self, unlearner: str, seed: int, **keys) -> Config:
+        """The Config of ``unlearner`` (its YAML layered in) for ``seed``, with ``keys`` set."""
+        if unlearner not in self._configs:
+            cd = {"show_progress": False, **self.overrides, "unlearner": unlearner, "forget": self.scenario}
+            self._configs[unlearner] = Config(self.model, self.dataset, config_dict=cd)
+        return config_with(self._configs[unlearner], seed=seed, **keys)
+
+    def write_experiment(self, command: str | None, **details) -> None:
+        """Create or update ``experiment.json`` (the commands that produced this folder)."""
+        path = self.result_dir / "experiment.json"
+        info = read_json(path) or {"kind": self.kind, "dataset": self.dataset, "model": self.model,
+                                   "scenario": self.scenario, "tag": self.tag, "overrides": self.overrides,
+                                   "commands": []}
+        info.update(details)
+        if command and command not in [c["command"] for c in info["commands"]]:
+            info["commands"].append({"command": command, "date": now()})
+        write_json(path, info)
+
+
+def file_name(row: str) -> str:
+    """A row name as a file name part (``Retrain*`` -> ``Retrain-star``)."""
+    return row.replace("*", "-star")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON at ``path``, or None when it does not exist (files are written atomically)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def finished(path: Path) -> bool:
+    """A run is finished when its JSON exists and is not an error record (those are retried)."""
+    record = read_json(path)
+    return record is not None and "error" not in record
+
+
+def run_records(result_dir: Path) -> tuple[list[dict], dict[str, str]]:
+    """The finished runs of an experiment folder, and ``{row: error}`` of the runs an
+    unlearner refused (an UnlearnInputError, e.g. a model it does not support)."""
+    records, errors = [], {}
+    for path in sorted(Path(result_dir).glob(RUN_GLOB)):
+        record = read_json(path)
+        if "error" in record:
+            errors[record["row"]] = record["error"]
+        else:
+            records.append(record)
+    return records, errors
+
+
+def write_error(path: Path, bench: "Bench", seed: int, row: str, error: Exception) -> None:
+    """Record that ``row`` refused this run (retried on the next invocation)."""
+    write_json(path, {"dataset": bench.dataset, "model": bench.model, "seed": seed, "row": row,
+                      "error": str(error), "date": now()})
+
+
+def errors_text(errors: dict[str, str]) -> str:
+    return "".join(f"\n\nNot run: **{row}** ({message})." for row, message in errors.items())
+
+
+def seed_list(first: int, count: int) -> list[int]:
+    return [int(first) + i for i in range(int(count))]
+
+
+def machine() -> dict:
+    """Cores, CPU model, load average and library versions of this machine (for BENCHMARKS.md):
+    timings taken on a shared machine (1-minute load above the core count) say so."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.lower().startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    import recbole
+
+    return {"cores": os.cpu_count(), "cpu": cpu, "torch_threads": torch.get_num_threads(),
+            "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+            "python": platform.python_version(), "torch": torch.__version__, "recbole": recbole.__version__}
+
+
+def progress(total: int, desc: str) -> tqdm:
+    """The progress bar over runs (finished runs found on disk are counted at once)."""
+    return tqdm(total=total, desc=desc, unit="run", file=sys.stderr, dynamic_ncols=True)
+
+
+def prepare_cached(bench: Bench, config: Config, seed: int, name: str = "Original") -> tuple[Experiment, float]:
+    """``prepare(config)``, with Θ_a loaded from the cache when an earlier run trained it.
+
+    Θ_a depends on the experiment key, not on the kind of benchmark: the tables and the scaling
+    runs of one setting share it.  Returns the Experiment and Θ_a's training time (kept in the
+    checkpoint's metadata).
+    """
+    path = Path(bench.cache) / "originals" / bench.key / f"s{seed}-{file_name(name)}.pth"
+    if path.is_file():
+        exp = prepare(config_with(config, checkpoint=str(path)), saved=False)
+        return exp, load_checkpoint(path)[1].get("train_time_s")
+    exp = prepare(config, saved=False)
+    train_time = exp.original_row["train_time_s"]
+    save_checkpoint(path, exp.original.state_dict(),
+                    _meta(config, exp.train, role="original", train_time_s=train_time))
+    return exp, train_time
+
+
+def experiment_after(exp: Experiment, train, request, original: torch.nn.Module | None) -> Experiment:
+    """The Experiment of applying ``request`` to a model ``original`` trained on ``train``.
+
+    Same config, split and validation/test data as ``exp``; D_r = ``train`` minus the request,
+    with the loaders rebuilt on it as :func:`~recbole_unlearn.quick_start.prepare` builds them.
+    Used for sequential requests (``train`` = the previous D_r, ``original`` = the previous
+    Θ_u) and for requests of another size on the same Θ_a.
+    """
+    remaining = remaining_dataset(train, request)
+    _, valid_r, test_r = build_loaders(exp.config, remaining, exp.valid, exp.test)
+    return dataclasses.replace(exp, train=train, request=request, original=original, original_row={},
+                               remaining=remaining, valid_r=valid_r, test_r=test_r)
+
+
+def save_model(path: Path, model: torch.nn.Module, config, dataset, **meta) -> None:
+    """Cache a model (plain state_dict) with JSON-able ``meta``."""
+    save_checkpoint(path, model.state_dict(), _meta(config, dataset, **meta))
+
+
+def load_model(path: Path, config, dataset) -> tuple[torch.nn.Module | None, dict]:
+    """A cached model of ``config``'s model class trained on ``dataset``, and its metadata;
+    (None, {}) when the file is missing or holds another kind of model."""
+    if not Path(path).is_file():
+        return None, {}
+    state, meta = load_checkpoint(path)
+    model = config.model_class(config, dataset)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError:
+        return None, {}
+    return model.eval(), meta
+
+
+# ---- aggregation over seeds ------------------------------------------------------------------
+def flatten(row: dict, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a results row as dotted keys (``test.recall@20``, ``rbo.rbo@10``, ...)."""
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and math.isfinite(v):
+            out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+def mean_std(values: list[float]) -> dict:
+    """``{"mean", "std", "n"}``: std is the sample standard deviation (ddof=1), None for n < 2."""
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": len(arr)}
+
+
+def aggregate(per_seed: list[dict]) -> dict[str, dict]:
+    """``{metric: mean_std}`` over the per-seed rows (each flattened); a metric absent in some
+    seeds is aggregated over the seeds that have it."""
+    values: dict[str, list[float]] = {}
+    for row in per_seed:
+        for k, v in flatten(row).items():
+            values.setdefault(k, []).append(v)
+    return {k: mean_std(v) for k, v in values.items()}
+
+
+def fmt(stat: dict | None, digits: int = 4, suffix: str = "") -> str:
+    """``mean ± std`` (``mean`` alone for one seed, ``–`` when missing)."""
+    if not stat:
+        return "–"
+    text = f"{stat['mean']:.{digits}f}{suffix}"
+    return text if stat.get("std") is None else f"{text} ± {stat['std']:.{digits}f}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""Benchmark runner: the papers' tables over seeds, sequential requests, scaling, BENCHMARKS.md.
+
+usage:
+  python benchmarks/run.py --dataset=ml-1m --data_path=../shared/datasets --model=ENMF \\
+      --unlearners=retrain,warmstart --scenario=private --seeds=3            # tables (default suite)
+  python benchmarks/run.py --suite=sequential --requests=10 --request_users=8 ...
+  python benchmarks/run.py --suite=scaling --datasets=ml-100k,ml-1m,gowalla-lightgcn \\
+      --request_sizes=1,2,4,8,16,32,64,128,256,512 ...
+  python benchmarks/run.py --suite=report                                    # only regenerate BENCHMARKS.md
+
+Benchmark keys (everything else, RecBole-style ``--key=value``, goes into the Config of every run):
+  suite          tables | sequential | scaling | all | report            (tables)
+  dataset        dataset name (ml-100k ships with RecBole)                (ml-100k)
+  model          ENMF | LightGCN                                          (ENMF)
+  unlearners     comma-separated registered names, any case               (all registered)
+  scenario       forget scenario: private | noise | users | random        (private)
+  seeds          number of seeds, starting at --seed                      (3)
+  seed           first seed                                               (2020)
+  requests, request_users   sequential: N requests of K users             (10, 8)
+  datasets, request_sizes   scaling: datasets and request sizes (users)   (--dataset; 1,2,...,512)
+  out, cache     results folder (committed) / checkpoint folder (not)     (benchmarks/results, benchmarks/.cache)
+  report         the generated markdown file                              (BENCHMARKS.md)
+  threads        torch threads of every run                               (1)
+
+Finished runs found under --out are not redone; interrupt and rerun the same command to resume.
+Exit codes: 0 success, 2 bad input (one line on stderr).
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from benchmarks.common import REPO_ROOT, Bench, seed_list  # noqa: E402
+from recbole_unlearn.errors import UnlearnInputError  # noqa: E402
+
+SUITES = ("tables", "sequential", "scaling", "all", "report")
+DEFAULTS = {
+    "suite": "tables", "dataset": "ml-100k", "model": "ENMF", "unlearners": None, "scenario": "private",
+    "seeds": "3", "seed": "2020", "requests": "10", "request_users": "8", "datasets": None,
+    "request_sizes": "1,2,4,8,16,32,64,128,256,512", "out": str(REPO_ROOT / "benchmarks" / "results"),
+    "cache": str(REPO_ROOT / "benchmarks" / ".cache"), "report": str(REPO_ROOT / "BENCHMARKS.md"), "threads": "1",
+}
+
+
+def parse(argv: list[str]) -> tuple[dict, dict]:
+    """(benchmark keys, Config keys) from ``--key=value`` arguments."""
+    opts, overrides = dict(DEFAULTS), {}
+    for arg in argv:
+        if not (arg.startswith("--") and "=" in arg):
+            raise UnlearnInputError(f"arguments are --key=value, got {arg!r}")
+        key, value = arg[2:].split("=", 1)
+        if key == "unlearner":
+            raise UnlearnInputError("use --unlearners=a,b,c (the benchmark runs several)")
+        if key == "forget":
+            key = "scenario"
+        (opts if key in DEFAULTS else overrides)[key] = value
+    if opts["suite"] not in SUITES:
+        raise UnlearnInputError(f"suite must be one of {', '.join(SUITES)}, not {opts['suite']!r}")
+    return opts, overrides
+
+
+def _ints(text: str, key: str) -> list[int]:
+    try:
+        return [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise UnlearnInputError(f"--{key} takes comma-separated integers, not {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        return 0
+    command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in argv)
+    sys.argv = sys.argv[:1]  # every key reaches RecBole's Config through config_dict, not the command line
+    try:
+        opts, overrides = parse(argv)
+        torch.set_num_threads(int(opts["threads"]))
+        run(opts, overrides, command)
+    except UnlearnInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(opts: dict, overrides: dict, command: str | None = None) -> Path:
+    """Run the suite(s) ``opts`` asks for, then regenerate the report; returns its path."""
+    from benchmarks import document, scaling, sequential, tables
+    from recbole_unlearn.unlearner import unlearner_names
+
+    suite = opts["suite"]
+    unlearners = opts["unlearners"].split(",") if opts["unlearners"] else unlearner_names()
+    seeds = seed_list(_ints(opts["seed"], "seed")[0], _ints(opts["seeds"], "seeds")[0])
+
+    def bench(kind: str, dataset: str, scenario: str, tag: str = "") -> Bench:
+        return Bench(kind, dataset, opts["model"], scenario, dict(overrides), Path(opts["out"]), Path(opts["cache"]), tag)
+
+    if suite in ("tables", "all"):
+        tables.run_tables(bench("tables", opts["dataset"], opts["scenario"]), unlearners, seeds, command)
+    if suite in ("sequential", "all"):
+        n, k = _ints(opts["requests"], "requests")[0], _ints(opts["request_users"], "request_users")[0]
+        sequential.run_sequential(bench("sequential", opts["dataset"], opts["scenario"], f"{n}x{k}"),
+                                  unlearners, seeds, n, k, command)
+    if suite in ("scaling", "all"):
+        sizes = _ints(opts["request_sizes"], "request_sizes")
+        for dataset in (opts["datasets"] or opts["dataset"]).split(","):
+            scaling.run_scaling(bench("scaling", dataset.strip(), "private"), unlearners, seeds, sizes, command)
+    return document.write_report(Path(opts["out"]), Path(opts["report"]))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

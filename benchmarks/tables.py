@@ -1,0 +1,145 @@
+"""The papers' Table 3–5 layout over seeds: consistency, completeness, accuracy, efficiency.
+
+Per seed: one split and request, Θ_a trained once (:func:`recbole_unlearn.quick_start.prepare`),
+then Retrain, Retrain* (:func:`~recbole_unlearn.quick_start.comparison_plan`) and every
+unlearner (:func:`~recbole_unlearn.quick_start.run_unlearner`) on that same Experiment, each
+row evaluated on the same loaders with :func:`recbole_unlearn.report.evaluate_row` (RBO
+against Retrain's top-k).  Each finished row is one JSON file; a resumed run skips them and
+loads Θ_a and Retrain from the cache.  Speed-ups are computed per seed (Retrain's time in that
+seed / the row's) and then averaged.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from benchmarks.common import (
+    Bench, aggregate, errors_text, finished, fmt, load_model, machine, markdown_table, now, prepare_cached,
+    progress, read_json, run_records, save_model, write_error,
+)
+from recbole_unlearn.checkpoint import write_json
+from recbole_unlearn.config import config_with
+from recbole_unlearn.errors import UnlearnInputError
+from recbole_unlearn.quick_start import comparison_plan, run_unlearner
+from recbole_unlearn.report import RBO_KS, evaluate_row, forget_user_topk, make_eval_setup
+from recbole_unlearn.unlearner import get_unlearner
+from recbole_unlearn.unlearner.retrain import Retrain
+
+FIXED_ROWS = ("Original", "Retrain", "Retrain*")
+
+
+def row_names(classes: list[type]) -> list[str]:
+    """Original, Retrain, Retrain*, then the unlearners in the order given (Retrain once)."""
+    return list(FIXED_ROWS) + [c.__name__ for c in classes if c is not Retrain]
+
+
+def run_tables(bench: Bench, unlearners: list[str], seeds: list[int], command: str | None = None) -> None:
+    """Run every missing (seed, row) of ``bench`` and write one JSON per row."""
+    classes = [get_unlearner(name) for name in unlearners]  # unknown names fail before any work
+    names = row_names(classes)
+    bench.write_experiment(command, unlearners=[c.__name__ for c in classes])
+    bar = progress(len(seeds) * len(names), f"tables {bench.key}")
+    try:
+        for seed in seeds:
+            todo = [n for n in names if not finished(bench.result_path(seed, n))]
+            bar.update(len(names) - len(todo))
+            if todo:
+                _run_seed(bench, seed, classes, todo, bar)
+    finally:
+        bar.close()
+
+
+def _run_seed(bench: Bench, seed: int, classes: list[type], todo: list[str], bar) -> None:
+    base = bench.config("Retrain", seed)
+    bar.set_postfix_str(f"seed {seed}: Original")
+    exp, train_time = prepare_cached(bench, base, seed)
+    setup = make_eval_setup(base, exp.remaining, exp.valid, exp.test_r, exp.request)
+    plan = comparison_plan(config_with(base, compare="retrain"), Retrain)  # Retrain, Retrain*
+    plan += [(c.__name__, c, bench.config(c.__name__, seed)) for c in classes if c is not Retrain]
+
+    # Retrain first: its top-k lists are every row's RBO reference.
+    retrain, meta = load_model(bench.cache_path(seed, "Retrain"), base, exp.remaining)
+    if retrain is None:
+        bar.set_postfix_str(f"seed {seed}: Retrain")
+        outcome = run_unlearner(exp, Retrain, plan[0][2])
+        retrain, meta = outcome.model, {"time_s": outcome.time_s, "info": outcome.info}
+        save_model(bench.cache_path(seed, "Retrain"), retrain, base, exp.remaining, role="retrain", **meta)
+    reference = forget_user_topk(retrain, setup) if len(setup.forget_users) else None
+
+    for name in [n for n in ["Original"] + [p[0] for p in plan] if n in todo]:
+        bar.set_postfix_str(f"seed {seed}: {name}")
+        params = None
+        if name == "Original":
+            model, row = exp.original, {"train_time_s": train_time}
+        elif name == "Retrain":
+            model, row = retrain, {"time_s": meta["time_s"], **meta["info"]}
+        else:
+            _, cls, cfg = next(p for p in plan if p[0] == name)
+            try:
+                outcome = run_unlearner(exp, cls, cfg)
+            except UnlearnInputError as e:  # e.g. a model the method does not support
+                write_error(bench.result_path(seed, name), bench, seed, name, e)
+                bar.update(1)
+                continue
+            model, row = outcome.model, {"time_s": outcome.time_s, **outcome.info}
+            params = dataclasses.asdict(cls.params_class.from_config(cfg))
+        row.update(evaluate_row(model, setup, reference))
+        record = {
+            "dataset": bench.dataset, "model": bench.model, "scenario": bench.scenario, "seed": seed,
+            "row": name, "params": params, "forget": exp.request.summary(), "date": now(),
+            "machine": machine(), "overrides": bench.overrides, "result": row,
+        }
+        write_json(bench.result_path(seed, name), record)
+        bar.update(1)
+
+
+# ---- aggregation and tables --------------------------------------------------------------------
+def load_results(result_dir) -> dict[int, dict[str, dict]]:
+    """``{seed: {row: result}}`` of the finished runs in ``result_dir``; each result gains
+    ``speedup`` (Retrain's time in that seed / its own)."""
+    per_seed: dict[int, dict[str, dict]] = {}
+    for rec in run_records(result_dir)[0]:
+        per_seed.setdefault(rec["seed"], {})[rec["row"]] = dict(rec["result"])
+    for rows in per_seed.values():
+        retrain_time = rows.get("Retrain", {}).get("time_s")
+        for row in rows.values():
+            if retrain_time and row.get("time_s"):
+                row["speedup"] = retrain_time / row["time_s"]
+    return per_seed
+
+
+def summarize(result_dir) -> dict:
+    """``{"seeds": [...], "rows": {row: {metric: {mean, std, n}}}}`` over the seeds on disk.
+
+    Row order: Original, Retrain, Retrain*, the unlearners of ``experiment.json``, then any other.
+    """
+    per_seed = load_results(result_dir)
+    listed = (read_json(result_dir / "experiment.json") or {}).get("unlearners", [])
+    rank = {n: i for i, n in enumerate(dict.fromkeys(list(FIXED_ROWS) + listed))}
+    found = {name for rows in per_seed.values() for name in rows}
+    order = sorted(found, key=lambda n: (rank.get(n, len(rank)), n))
+    rows = {name: aggregate([r[name] for r in per_seed.values() if name in r]) for name in order}
+    return {"seeds": sorted(per_seed), "rows": rows, "errors": run_records(result_dir)[1]}
+
+
+def markdown_tables(summary: dict, k_main: int = 20) -> str:
+    """Consistency and completeness, accuracy (forgetting users / all users), efficiency."""
+    rows = summary["rows"]
+    out = ["**Consistency and completeness** (re-predict: mean predicted probability of the forgotten "
+           "pairs; RBO of the forgetting users' top-k vs Retrain; MIA: membership-inference AUC, "
+           "0.5 = as forgotten as never-seen pairs)", ""]
+    header = ["row", "re-predict", *[f"RBO@{k}" for k in RBO_KS], "MIA AUC"]
+    out.append(markdown_table(header, [
+        [n, fmt(r.get("repredict_score")), *[fmt(r.get(f"rbo.rbo@{k}")) for k in RBO_KS], fmt(r.get("mia_auc"))]
+        for n, r in rows.items()
+    ]))
+    metrics = [f"{m}@{k}" for m in ("recall", "ndcg") for k in RBO_KS]
+    for title, prefix in (("forgetting users", "test_forget_users"), ("all users", "test")):
+        out += ["", f"**Accuracy, {title}** (test split)", ""]
+        head = ["row"] + [m.replace("recall", "Recall").replace("ndcg", "NDCG") for m in metrics]
+        out.append(markdown_table(head, [[n] + [fmt(r.get(f"{prefix}.{m}")) for m in metrics] for n, r in rows.items()]))
+    out += ["", "**Efficiency** (seconds; Original: training time of Θ_a; speed-up = Retrain's time / the row's, per seed)", ""]
+    out.append(markdown_table(["row", "time (s)", "speed-up", "pretrain (s)"], [
+        [n, fmt(r.get("time_s") or r.get("train_time_s"), 2), fmt(r.get("speedup"), 1, "×"), fmt(r.get("pretrain_time_s"), 2)]
+        for n, r in rows.items()
+    ]))
+    return "\n".join(out) + errors_text(summary.get("errors", {}))

@@ -1,0 +1,294 @@
+"""The benchmark suite (benchmarks/) and its membership-inference metric (evaluator/mia.py)."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config_dict, tiny_experiment
+from recbole_unlearn.data.forget import ForgetRequest
+from recbole_unlearn.data.remaining import dataset_keys, pair_keys
+from recbole_unlearn.evaluator.mia import (
+    attack_scores, membership_attack_auc, request_membership_pairs, sample_membership_pairs,
+)
+from recbole_unlearn.quick_start import run_unlearner
+from recbole_unlearn.report import evaluate_row, make_eval_setup
+from recbole_unlearn.unlearner.retrain import Retrain
+
+
+# ---- membership inference ------------------------------------------------------------------------
+class ScoreTable(torch.nn.Module):
+    """A stand-in model whose scores are a fixed [n_users, n_items] table (user and item 0 are padding)."""
+
+    USER_ID = "user_id"
+
+    def __init__(self, scores: torch.Tensor):
+        super().__init__()
+        self.scores = scores
+        self.n_users = scores.shape[0]
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        return self.scores[interaction[self.USER_ID]].reshape(-1)
+
+
+N_USERS, N_ITEMS, PER_USER = 201, 300, 8
+
+
+def _members_and_candidates(seed=0):
+    """Per user 1..200: PER_USER member items and PER_USER other (candidate) items."""
+    rng = np.random.default_rng(seed)
+    users = np.repeat(np.arange(1, N_USERS), 2 * PER_USER)
+    items = np.concatenate([rng.choice(np.arange(1, N_ITEMS), size=2 * PER_USER, replace=False)
+                            for _ in range(1, N_USERS)])
+    first = np.tile(np.r_[np.ones(PER_USER, bool), np.zeros(PER_USER, bool)], N_USERS - 1)
+    return users[first], items[first], users[~first], items[~first]
+
+
+def test_mia_auc_is_one_when_forgotten_pairs_score_as_members():
+    mu, mi, cu, ci = _members_and_candidates()
+    scores = torch.rand(N_USERS, N_ITEMS, generator=torch.Generator().manual_seed(1))
+    scores[torch.as_tensor(mu), torch.as_tensor(mi)] += 10.0  # the model still remembers them
+    pairs = sample_membership_pairs(mu, mi, cu, ci, N_USERS, seed=0)
+    assert membership_attack_auc(ScoreTable(scores), pairs) == 1.0
+
+
+def test_mia_auc_is_half_for_a_model_that_never_saw_them():
+    mu, mi, cu, ci = _members_and_candidates()
+    # popular items and generous users make scores uneven, but nothing marks the members
+    g = torch.Generator().manual_seed(2)
+    scores = torch.rand(N_USERS, N_ITEMS, generator=g) + 3 * torch.rand(1, N_ITEMS, generator=g)
+    scores = scores * (1 + 5 * torch.rand(N_USERS, 1, generator=g))
+    auc = membership_attack_auc(ScoreTable(scores), sample_membership_pairs(mu, mi, cu, ci, N_USERS, seed=0))
+    assert abs(auc - 0.5) < 0.03, auc
+
+
+def test_calibration_removes_item_popularity():
+    """An item every user likes is no evidence of membership: far on top of the user's own
+    ranking, yet an ordinary calibrated score."""
+    scores = torch.rand(N_USERS, N_ITEMS, generator=torch.Generator().manual_seed(3))
+    scores[:, 5] += 4.0  # item 5 is popular with everyone, trained on by no one
+    row = scores[1, 1:]
+    assert (row[4] - row.mean()) / row.std() > 5  # user 1's own view: an outlier
+    calibrated = attack_scores(ScoreTable(scores), np.array([1]), np.array([5]), np.arange(1, N_USERS))
+    assert abs(float(calibrated)) < 1.0
+
+
+def test_sampling_balances_each_user_and_is_reproducible():
+    users = np.array([1, 1, 1, 1, 2, 2, 3])
+    items = np.arange(7)
+    cand_u, cand_i = np.array([1, 1, 2, 2, 2, 2]), np.arange(100, 106)
+    a = sample_membership_pairs(users, items, cand_u, cand_i, n_users=10, seed=3, n_reference=4)
+    b = sample_membership_pairs(users, items, cand_u, cand_i, n_users=10, seed=3, n_reference=4)
+    assert np.array_equal(a.member_items, b.member_items) and np.array_equal(a.nonmember_items, b.nonmember_items)
+    assert np.array_equal(a.reference_users, b.reference_users) and len(a.reference_users) == 4
+    assert 0 not in a.reference_users  # padding is never a reference user
+    # user 1: min(4, 2) = 2 of each; user 2: min(2, 4) = 2; user 3 has no candidate: left out
+    for u, k in ((1, 2), (2, 2), (3, 0)):
+        assert (a.member_users == u).sum() == k == (a.nonmember_users == u).sum()
+    assert set(a.nonmember_items) <= set(cand_i) and set(a.member_items) <= set(items)
+
+
+@pytest.mark.parametrize("forget", ["private", "noise"])
+def test_nonmembers_are_never_trained_pairs_of_the_same_users(forget):
+    exp = tiny_experiment("ENMF", forget=forget)
+    pairs = request_membership_pairs(exp.request, exp.remaining, [exp.valid, exp.test], seed=0)
+    n = exp.train.item_num
+    trained = dataset_keys(exp.train)  # D_a
+    heldout = np.concatenate([dataset_keys(exp.valid), dataset_keys(exp.test)])
+    non = pair_keys(pairs.nonmember_users, pairs.nonmember_items, n)
+    assert len(pairs) > 0 and len(non) == len(pairs)
+    assert not np.isin(non, trained).any()
+    assert np.isin(pair_keys(pairs.member_users, pairs.member_items, n),
+                   pair_keys(exp.request.users, exp.request.items, n)).all()
+    assert set(pairs.nonmember_users) <= set(exp.request.forget_users)
+    if forget == "private":  # held-out positives of the forgetting users
+        assert np.isin(non, heldout).all()
+    else:  # injected false positives: compared with items the user never interacted with
+        assert not np.isin(non, heldout).any()
+
+
+def test_original_leaks_the_forgotten_pairs_and_retrain_does_not():
+    exp = tiny_experiment("ENMF", forget="private")
+    setup = make_eval_setup(exp.config, exp.remaining, exp.valid, exp.test_r, exp.request)
+    original = evaluate_row(exp.original, setup)["mia_auc"]
+    retrain = evaluate_row(run_unlearner(exp, Retrain).model, setup)["mia_auc"]
+    assert original > 0.75 and abs(retrain - 0.5) < 0.15 and original - retrain > 0.2, (original, retrain)
+
+
+# ---- the benchmark runner ------------------------------------------------------------------------
+from benchmarks import common, run as bench_run, sequential, tables  # noqa: E402
+
+
+def _opts(tmp_path, **kw) -> dict:
+    return dict(bench_run.DEFAULTS, dataset="tiny", out=str(tmp_path / "out"), cache=str(tmp_path / "cache"),
+                report=str(tmp_path / "BENCHMARKS.md"), **kw)
+
+
+def _overrides() -> dict:
+    cfg = tiny_config_dict("ENMF", epochs=10, warm_epochs=5, forget_users=8)
+    cfg.pop("seed")
+    return cfg
+
+
+def _tables_dir(tmp_path):
+    (d,) = (tmp_path / "out" / "tables").iterdir()
+    return d
+
+
+def test_mean_and_std_over_seeds_are_the_sample_statistics():
+    per_seed = [{"time_s": 2.0, "test": {"recall@20": 0.1}}, {"time_s": 4.0, "test": {"recall@20": 0.4}},
+                {"time_s": 9.0, "test": {"recall@20": 0.7}, "mia_auc": 0.6}]
+    agg = common.aggregate(per_seed)
+    assert agg["time_s"]["mean"] == pytest.approx(5.0)
+    assert agg["time_s"]["std"] == pytest.approx(np.std([2, 4, 9], ddof=1))
+    assert agg["test.recall@20"]["std"] == pytest.approx(0.3)
+    assert agg["mia_auc"] == {"mean": 0.6, "std": None, "n": 1}  # one seed: no spread
+    assert common.fmt(agg["time_s"], 2) == f"5.00 ± {np.std([2, 4, 9], ddof=1):.2f}"
+    assert common.fmt(agg["mia_auc"]) == "0.6000" and common.fmt(None) == "–"
+
+
+def test_tables_runner_writes_every_file_and_the_right_statistics(tmp_path):
+    report = bench_run.run(_opts(tmp_path, unlearners="retrain,warmstart", seeds="2"), _overrides(), "cmd-tables")
+    d = _tables_dir(tmp_path)
+    rows = ["Original", "Retrain", "Retrain-star", "WarmStart"]
+    assert {p.name for p in d.glob("s*.json")} == {f"s{s}-{r}.json" for s in (2020, 2021) for r in rows} | {"summary.json"}
+    per_seed = {s: {r: json.loads((d / f"s{s}-{r}.json").read_text())["result"] for r in rows} for s in (2020, 2021)}
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["seeds"] == [2020, 2021]
+    assert list(summary["rows"]) == ["Original", "Retrain", "Retrain*", "WarmStart"]
+    for metric in ("test_forget_users.recall@20", "test.ndcg@10", "mia_auc", "repredict_score", "time_s"):
+        values = [(per_seed[s]["WarmStart"][metric.split(".")[0]][metric.split(".")[1]] if "." in metric
+                   else per_seed[s]["WarmStart"][metric]) for s in (2020, 2021)]
+        stat = summary["rows"]["WarmStart"][metric]
+        assert stat["mean"] == pytest.approx(np.mean(values)) and stat["std"] == pytest.approx(np.std(values, ddof=1))
+    speedups = [per_seed[s]["Retrain"]["time_s"] / per_seed[s]["WarmStart"]["time_s"] for s in (2020, 2021)]
+    assert summary["rows"]["WarmStart"]["speedup"]["mean"] == pytest.approx(np.mean(speedups))
+    assert all("rbo@10" in per_seed[s][r]["rbo"] and per_seed[s][r]["mia_auc"] is not None
+               for s in (2020, 2021) for r in rows)
+    text = report.read_text()
+    for heading in ("Consistency and completeness", "Accuracy, forgetting users", "Accuracy, all users",
+                    "Efficiency", "MIA AUC", "cmd-tables", "cores"):
+        assert heading in text
+    assert common.fmt({k: summary["rows"]["WarmStart"]["mia_auc"][k] for k in ("mean", "std")}) in text
+    assert (tmp_path / "out" / "plots" / f"quality-{d.name}.png").stat().st_size > 1000
+
+
+def test_an_interrupted_run_resumes_without_redoing_finished_runs(tmp_path, monkeypatch):
+    opts, overrides = _opts(tmp_path, unlearners="retrain,warmstart", seeds="1"), _overrides()
+    real = tables.run_unlearner
+
+    def interrupt_at_warmstart(exp, cls, config=None):
+        if cls.__name__ == "WarmStart":
+            raise KeyboardInterrupt
+        return real(exp, cls, config)
+
+    monkeypatch.setattr(tables, "run_unlearner", interrupt_at_warmstart)
+    with pytest.raises(KeyboardInterrupt):
+        bench_run.run(opts, overrides)
+    d = _tables_dir(tmp_path)
+    finished = {p.name: p.stat().st_mtime_ns for p in d.glob("s*.json")}
+    assert set(finished) == {"s2020-Original.json", "s2020-Retrain.json", "s2020-Retrain-star.json"}
+
+    calls = []
+    monkeypatch.setattr(tables, "run_unlearner", lambda exp, cls, config=None: calls.append(cls.__name__) or real(exp, cls, config))
+    monkeypatch.setattr("recbole_unlearn.quick_start.train_original", lambda *a: pytest.fail("Θ_a was retrained"))
+    bench_run.run(opts, overrides)
+    assert calls == ["WarmStart"]  # neither Θ_a, Retrain nor Retrain* was redone
+    assert {p.name: p.stat().st_mtime_ns for p in d.glob("s*.json") if p.name in finished} == finished
+    assert (d / "s2020-WarmStart.json").is_file()
+
+    monkeypatch.setattr(tables, "prepare_cached", lambda *a: pytest.fail("a finished seed was prepared again"))
+    bench_run.run(opts, overrides)
+
+
+def test_sequential_requests_chain_each_result_into_the_next(tmp_path, monkeypatch):
+    seen = []
+    real = sequential.run_unlearner
+
+    def spy(exp, cls, config=None):
+        outcome = real(exp, cls, config)
+        seen.append((cls.__name__, exp.original, len(exp.train.inter_feat), len(exp.request), outcome.model))
+        return outcome
+
+    monkeypatch.setattr(sequential, "run_unlearner", spy)
+    opts = _opts(tmp_path, unlearners="warmstart", seeds="1", requests="2", request_users="3", suite="sequential")
+    report = bench_run.run(opts, _overrides())
+    (d,) = (tmp_path / "out" / "sequential").iterdir()
+    chain = json.loads((d / "s2020-WarmStart.json").read_text())["steps"]
+    retrain = json.loads((d / "s2020-Retrain.json").read_text())["steps"]
+    assert [s["forgotten_users"] for s in chain] == [3, 6] and [s["users"] for s in chain] == [3, 3]
+    warm = [s for s in seen if s[0] == "WarmStart"]
+    assert warm[1][1] is warm[0][4]  # step 2 starts from step 1's result ...
+    assert warm[1][2] == warm[0][2] - warm[0][3]  # ... trained on step 1's remaining data
+    assert chain[1]["cum_time_s"] == pytest.approx(chain[0]["time_s"] + chain[1]["time_s"])
+    summary = json.loads((d / "summary.json").read_text())
+    drift = summary["chains"]["WarmStart"][1]["drift.test_forget_users.recall@20"]["mean"]
+    assert drift == pytest.approx(chain[1]["test_forget_users"]["recall@20"] - retrain[1]["test_forget_users"]["recall@20"])
+    assert "Sequential requests" in report.read_text() and any((tmp_path / "out" / "plots").glob("sequential-*.png"))
+
+    monkeypatch.setattr(sequential, "run_unlearner", lambda *a: pytest.fail("a finished step was redone"))
+    for p in d.glob("s*-WarmStart.json"):
+        p.unlink()  # the chain's JSON is lost, its cached steps are not
+    bench_run.run(opts, _overrides())
+    assert json.loads((d / "s2020-WarmStart.json").read_text())["steps"] == chain
+
+
+def test_split_request_gives_disjoint_groups_of_whole_users():
+    users = np.repeat(np.arange(1, 9), 3)
+    request = ForgetRequest("private", users, np.arange(len(users)))
+    parts = sequential.split_request(request, 2, 4, seed=0)
+    assert [len(p.forget_users) for p in parts] == [4, 4]
+    assert not set(parts[0].forget_users) & set(parts[1].forget_users)
+    assert sorted(np.concatenate([p.items for p in parts])) == list(range(len(users)))
+    with pytest.raises(Exception, match="need 9"):
+        sequential.split_request(request, 3, 3, seed=0)
+
+
+def test_scaling_times_every_request_size(tmp_path):
+    opts = _opts(tmp_path, unlearners="warmstart", seeds="1", request_sizes="1,4", suite="scaling")
+    report = bench_run.run(opts, _overrides())
+    (d,) = (tmp_path / "out" / "scaling").iterdir()
+    records = {p.name: json.loads(p.read_text()) for p in d.glob("s2020-*.json")}
+    assert set(records) == {"s2020-WarmStart-u0001.json", "s2020-WarmStart-u0004.json"}
+    assert [records[f"s2020-WarmStart-u000{k}.json"]["forget"]["users"] for k in (1, 4)] == [1, 4]
+    assert all(r["time_s"] > 0 for r in records.values())
+    text = report.read_text()
+    assert "vs request size" in text and "Not run yet for this model: ml-100k, ml-1m, gowalla-lightgcn" in text
+    assert (tmp_path / "out" / "plots" / "scaling-ENMF.png").is_file()
+
+
+def test_cli_rejects_bad_input_with_exit_code_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["run.py"])
+    base = [f"--out={tmp_path / 'out'}", f"--report={tmp_path / 'B.md'}"]
+    assert bench_run.main(base + ["--unlearners=no-such-method"]) == 2
+    assert bench_run.main(base + ["--unlearner=warmstart"]) == 2
+    assert bench_run.main(base + ["--suite=everything"]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_refusing_unlearner_is_reported_and_retried(tmp_path, monkeypatch):
+    from recbole_unlearn.errors import UnlearnInputError
+
+    real = tables.run_unlearner
+
+    def refuse_warmstart(exp, cls, config=None):
+        if cls.__name__ == "WarmStart":
+            raise UnlearnInputError("WarmStart does not support this model")
+        return real(exp, cls, config)
+
+    monkeypatch.setattr(tables, "run_unlearner", refuse_warmstart)
+    opts = _opts(tmp_path, unlearners="retrain,warmstart", seeds="1")
+    report = bench_run.run(opts, _overrides())
+    summary = tables.summarize(_tables_dir(tmp_path))
+    assert "WarmStart" not in summary["rows"] and "Retrain*" in summary["rows"]
+    assert summary["errors"] == {"WarmStart": "WarmStart does not support this model"}
+    assert "Not run: **WarmStart** (WarmStart does not support this model)" in report.read_text()
+
+    monkeypatch.setattr(tables, "run_unlearner", real)
+    bench_run.run(opts, _overrides())  # the refused run is tried again, the others are kept
+    summary = tables.summarize(_tables_dir(tmp_path))
+    assert "WarmStart" in summary["rows"] and not summary["errors"]
