@@ -3,6 +3,9 @@
     python benchmarks/alteraser_table.py --model=ENMF --dataset=ml-100k --forget=private \
         --variants="ah_newton hf_newton adamw" --out=benchmarks/results/alteraser-ml-100k-private.json
 
+With ``--sizes="1 8 64 512"`` it only times AltEraser (default keys) for requests of that many
+forgetting users on one original model (give ``--checkpoint=`` to reuse a trained one).
+
 Every row starts from the same split, request and original model, and is evaluated on the same
 loaders (quick_start.prepare / run_unlearner / evaluate_rows).  Any other ``--key=value`` is a
 config key (e.g. ``--data_path=../shared/datasets``, ``--checkpoint=...``).
@@ -43,15 +46,30 @@ def _f(v, digits: int = 4) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def scaling(config: Config, sizes: list[int], out: Path) -> None:
+    """AltEraser's time for requests of ``sizes`` forgetting users, one original model."""
+    rows = {}
+    for n in sizes:
+        exp = prepare(config_with(config, forget_users=n), saved=True)
+        outcome = run_unlearner(exp, get_unlearner("AltEraser"))
+        rows[str(n)] = {"users": n, "pairs": len(exp.request), "time_s": outcome.time_s, **outcome.info}
+        print(f"{n} users / {len(exp.request)} pairs: {outcome.time_s:.3f} s {outcome.info}", flush=True)
+    write_json(out, {"dataset": config["dataset"], "model": config["model"], "command": "python " + " ".join(sys.argv),
+                     "original": exp.original_row, "rows": rows})
+
+
 def main() -> None:
     opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
     variants = opts.pop("variants", "ah_newton hf_newton adamw").split()
+    sizes = [int(n) for n in opts.pop("sizes", "").split()]
     out = Path(opts.pop("out", "alteraser-table.json"))
     torch.set_num_threads(int(opts.pop("threads", "2")))
     sys.argv = sys.argv[:1] + [f"--{k}={v}" for k, v in opts.items()]
     config = Config(opts.get("model", "ENMF"), opts.get("dataset", "ml-100k"), None,
                     {"unlearner": "AltEraser", "compare": "retrain", "show_progress": False})
     init_logger(config)
+    if sizes:
+        return scaling(config, sizes, out)
     exp = prepare(config, saved=True)
     rows = {"Original": exp.original_row}
     models = {"Original": exp.original}

@@ -54,12 +54,16 @@ def block_sums(rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, ve
     pos = position[rows] if len(rows) else rows
     keep = pos >= 0
     pos, cols = pos[keep], cols[keep]
-    used, local = torch.unique(cols, return_inverse=True)
-    v = vectors[used]  # [n_used, d]
-    feats = torch.cat([(v.unsqueeze(2) * v.unsqueeze(1)).reshape(len(used), d * d), v * v, v], dim=1)
-    incidence = torch.sparse_coo_tensor(
-        torch.stack([pos, local]), torch.ones(len(pos)), (n, len(used))
-    ).coalesce()
+    if len(cols) < len(vectors):  # few pairs: featurise only the vectors they use
+        used, cols = torch.unique(cols, return_inverse=True)
+        v = vectors[used]
+    else:
+        v = vectors
+    feats = torch.cat([(v.unsqueeze(2) * v.unsqueeze(1)).reshape(len(v), d * d), v * v, v], dim=1)
+    order = torch.argsort(pos)
+    incidence = torch.sparse_csr_tensor(
+        torch.searchsorted(pos[order], torch.arange(n + 1)), cols[order], torch.ones(len(pos)), (n, len(v))
+    )
     out = torch.sparse.mm(incidence, feats)  # [n, d² + 2d]
     return BlockSums(out[:, : d * d].reshape(n, d, d), out[:, d * d : d * d + d], out[:, d * d + d :])
 

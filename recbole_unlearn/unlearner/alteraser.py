@@ -101,8 +101,9 @@ class AltEraser(Unlearner):
             scope_i = torch.arange(1, self.model.n_items)
         else:
             scope_u, scope_i = neighbours(users_r, items_r, f_users, f_items, self.params.alt_hops)
-        previous = losses.objective()
         self.info["passes"] = 0
+        if self.params.alt_max_passes > 0:
+            previous = losses.objective()
         for _ in range(self.params.alt_max_passes):
             self._update("user", scope_u, losses)
             self._update("item", scope_i, losses)
@@ -111,7 +112,6 @@ class AltEraser(Unlearner):
             if previous - current <= self.params.alt_tol * abs(previous):
                 break
             previous = current
-        self.info["objective"] = losses.objective()
 
     def _update(self, kind: str, rows: torch.Tensor, losses: BlockLosses) -> None:
         """Re-optimise the ``kind`` ('user' | 'item') vectors of ``rows`` in mini-batches."""
