@@ -43,7 +43,7 @@ class AltEraserParams(Params):
     alt_optimizer: str = "auto"
     alt_scope: str = "all"
     alt_hops: int = 0
-    alt_max_passes: int = 1
+    alt_max_passes: int = 0
     alt_tol: float = 1e-3
     alt_batch_size: int = 4096
     alt_cache: bool = True
