@@ -1,0 +1,255 @@
+"""Reusable pieces of influence-function unlearning: a damped conjugate-gradient solver on
+Hessian-vector products, IFRU's importance scores for pruning, and its spillover set.
+
+Zhang et al., "Recommendation Unlearning via Influence Function", ACM TORS 2024 (IFRU).
+
+Graphs here are the bipartite user–item graphs of a RecBole dataset: node ``u`` is user ``u``,
+node ``n_users + i`` is item ``i`` (the layout of LightGCN's ego embeddings).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+Tensor = torch.Tensor
+
+
+def conjugate_gradient(
+    hvp: Callable[[Tensor], Tensor], b: Tensor, damping: float, tol: float, max_iter: int
+) -> tuple[Tensor, int]:
+    """Solve (H + damping·I) x = b by conjugate gradient, starting from x = 0.
+
+    Args:
+        hvp: v ↦ H v for the symmetric matrix H (same shape as ``b``, any shape).
+        b: right-hand side.
+        damping: λ ≥ 0 added to H's diagonal (Levenberg–Marquardt damping).
+        tol: stop when ‖r‖ ≤ tol·‖b‖ (relative residual).
+        max_iter: at most this many Hessian-vector products.
+
+    Stopping rule: relative residual below ``tol``, or ``max_iter`` products, or a direction
+    of non-positive curvature pᵀ(H+λI)p ≤ 0 (H indefinite even after damping): the iterate
+    reached so far is returned, as truncated Newton methods do (x = 0 if it happens first).
+
+    Returns:
+        (x, iters): the solution, shaped like ``b``, and the number of products used.
+    """
+    if damping < 0 or tol < 0 or max_iter < 0:
+        raise ValueError("damping, tol and max_iter must be non-negative")
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rr = torch.sum(r * r)
+    threshold = (tol * torch.sqrt(rr)).item()
+    iters = 0
+    while iters < max_iter and torch.sqrt(rr).item() > threshold:
+        ap = hvp(p).add_(p, alpha=damping)
+        iters += 1
+        curvature = torch.sum(p * ap)
+        if curvature.item() <= 0:
+            break
+        alpha = (rr / curvature).item()
+        x.add_(p, alpha=alpha)
+        r.sub_(ap, alpha=alpha)
+        rr_new = torch.sum(r * r)
+        p.mul_((rr_new / rr).item()).add_(r)
+        rr = rr_new
+    return x, iters
+
+
+def _counts(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> np.ndarray:
+    """Edges per node of the bipartite graph, [n_users + n_items]."""
+    return np.bincount(np.concatenate([users, n_users + items]), minlength=n_users + n_items)
+
+
+def importance_scores(
+    users: np.ndarray,
+    items: np.ndarray,
+    forget_users: np.ndarray,
+    forget_items: np.ndarray,
+    n_users: int,
+    n_items: int,
+    k_hop: int = 1,
+) -> np.ndarray:
+    """IFRU's importance of every node for a request, [n_users + n_items] float64.
+
+    On the graph of D_a (``users``/``items``, the forgotten edges included) with a self-loop
+    at every node, deg(v) = 1 + #edges(v).  Seeds: s₀(v) = #forgotten edges at v / deg(v).
+    Each hop: s_{t+1}(w) = Σ_{v ∈ N(w) ∪ {w}} s_t(v) / deg(w).  Returns s_k (s₀ for k = 0);
+    nodes that no k-hop walk from a forgotten edge reaches score 0.
+    """
+    if k_hop < 0:
+        raise ValueError("k_hop must be >= 0")
+    n = n_users + n_items
+    deg = 1.0 + _counts(users, items, n_users, n_items)
+    score = _counts(forget_users, forget_items, n_users, n_items) / deg
+    if k_hop:
+        rows = np.concatenate([users, n_users + items, np.arange(n)])
+        cols = np.concatenate([n_users + items, users, np.arange(n)])
+        adj = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+        for _ in range(k_hop):
+            score = (adj @ score) / deg
+    return score
+
+
+def keep_by_quantile(scores: np.ndarray, quantile: float) -> np.ndarray:
+    """Nodes whose score is above the ``quantile`` of the reached nodes' scores, sorted [m].
+
+    Reached = score > 0.  ``quantile`` 0 keeps every reached node; IFRU's code uses 0.4.
+    """
+    if not 0.0 <= quantile < 1.0:
+        raise ValueError("quantile must be in [0, 1)")
+    reached = np.flatnonzero(scores > 0)
+    if quantile == 0.0 or len(reached) == 0:
+        return reached
+    cut = np.quantile(scores[reached], quantile)
+    return reached[scores[reached] > cut]
+
+
+def spillover_mask(
+    users: np.ndarray,
+    items: np.ndarray,
+    forget_users: np.ndarray,
+    forget_items: np.ndarray,
+    n_users: int,
+    n_items: int,
+    min_drop: float = 0.01,
+) -> np.ndarray:
+    """Which retained edges (``users``/``items`` = D_r) belong to IFRU's spillover set D_ch,
+    [len(users)] bool.
+
+    A node is affected when the request removes more than ``min_drop`` of its D_a degree; an
+    edge of D_r is in D_ch when its user or its item is affected (its normalisation in the
+    LightGCN graph changes).
+    """
+    lost = _counts(forget_users, forget_items, n_users, n_items)
+    deg_a = _counts(users, items, n_users, n_items) + lost
+    drop = np.divide(lost, deg_a, out=np.zeros(len(lost)), where=deg_a > 0)
+    affected = drop > min_drop
+    return affected[users] | affected[n_users + items]
+
+
+def sample_negatives(users: np.ndarray, positives: np.ndarray, n_items: int, rng: np.random.Generator) -> np.ndarray:
+    """One uniform negative item per entry of ``users``: an item ≥ 1 (0 is RecBole's padding)
+    that is not among the user's items (``positives``: sorted keys user·n_items + item), [n]."""
+    neg = rng.integers(1, n_items, size=len(users))
+    todo = np.arange(len(users))
+    while len(todo):
+        keys = np.asarray(users[todo], dtype=np.int64) * n_items + neg[todo]
+        at = np.minimum(np.searchsorted(positives, keys), len(positives) - 1)
+        todo = todo[positives[at] == keys]
+        neg[todo] = rng.integers(1, n_items, size=len(todo))
+    return neg
+
+
+def node_counts(n_users: int, n_items: int, users: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> Tensor:
+    """How often each node (users, then items) appears in the triples (u, i, j), [n_users + n_items]."""
+    nodes = np.concatenate([users, n_users + pos, n_users + neg])
+    return torch.as_tensor(np.bincount(nodes, minlength=n_users + n_items), dtype=torch.float32)
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int, n_cols: int) -> Tensor:
+    """A float32 CSR matrix [n_rows, n_cols] from COO arrays (duplicates kept)."""
+    order = np.argsort(rows, kind="stable")
+    crow = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_rows))])
+    return torch.sparse_csr_tensor(
+        torch.as_tensor(crow, dtype=torch.long), torch.as_tensor(cols[order], dtype=torch.long),
+        torch.as_tensor(values[order], dtype=torch.float32), (n_rows, n_cols))
+
+
+class BPRTriples:
+    """Fixed weighted BPR triples Σ_t w_t·(−log σ(u_tᵀ(i_t − j_t))) over output embeddings,
+    with the exact gradient and Hessian-vector products in closed form.
+
+    With m_t = e_uᵀ(e_i − e_j), f′ = σ(m) − 1 and f″ = σ(m)(1 − σ(m)), a direction
+    (W_U, W_I) gives dm_t = W_uᵀ(e_i − e_j) + e_uᵀ(W_i − W_j) and
+        (H W)_u = Σ_t w_t [f″ dm_t (e_i − e_j) + f′ (W_i − W_j)],
+        (H W)_i = Σ_t w_t [f″ dm_t e_u + f′ W_u] = −(H W)_j,
+    the Gauss–Newton part plus the bilinear part (so H is exact, and indefinite in general).
+    Scatters go through fixed CSR incidence matrices (one-hot users, ±1 items).
+    """
+
+    def __init__(self, users: np.ndarray, pos: np.ndarray, neg: np.ndarray, weight: np.ndarray,
+                 n_users: int, n_items: int):
+        self.u, self.i, self.j = (torch.as_tensor(a, dtype=torch.long) for a in (users, pos, neg))
+        self.w = torch.as_tensor(weight, dtype=torch.float32)
+        t = np.arange(len(users))
+        self.user_scatter = _csr(users, t, np.ones(len(t)), n_users, len(t))  # [n_users, T]
+        self.item_scatter = _csr(np.concatenate([pos, neg]), np.concatenate([t, t]),
+                                 np.r_[np.ones(len(t)), -np.ones(len(t))], n_items, len(t))  # [n_items, T]
+        self._at: tuple | None = None
+        self._buffers: tuple | None = None
+
+    def __len__(self) -> int:
+        return len(self.u)
+
+    def at(self, user_e: Tensor, item_e: Tensor, dense: bool | None = None) -> "BPRTriples":
+        """Fix the point (output embeddings [n_users, d], [n_items, d]) for grad / hvp.
+
+        ``dense``: products through the [n_users, n_items] score matrix (three BLAS matmuls,
+        cheaper than per-triple gathers when it has few entries per triple); None decides by
+        size (≤ 32 entries per triple).
+        """
+        eu = user_e.index_select(0, self.u)
+        diff = item_e.index_select(0, self.i) - item_e.index_select(0, self.j)
+        s = torch.sigmoid((eu * diff).sum(-1))
+        f1, f2 = self.w * (s - 1), self.w * s * (1 - s)
+        self._at, self._buffers = (eu, diff, f1, f2), None
+        n_u, n_i = len(user_e), len(item_e)
+        self._dense = None
+        if dense or (dense is None and n_u * n_i <= 32 * len(self)):
+            pi, pj = self.u * n_i + self.i, self.u * n_i + self.j
+            b = torch.zeros(n_u * n_i).index_add_(0, pi, f1).index_add_(0, pj, -f1).view(n_u, n_i)
+            self._dense = (user_e, item_e, pi, pj, f2, b, torch.empty(n_u, n_i))
+        return self
+
+    def _scatter(self, to_user: Tensor, to_items: Tensor) -> tuple[Tensor, Tensor]:
+        return self.user_scatter @ to_user, self.item_scatter @ to_items
+
+    def grad(self, scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Gradient w.r.t. (user_e, item_e) at the point, ([n_users, d], [n_items, d]);
+        ``scale`` [T] multiplies each triple's weight (e.g. a mask)."""
+        eu, diff, f1, _ = self._at
+        f1 = (f1 if scale is None else f1 * scale)[:, None]
+        return self._scatter(f1 * diff, f1 * eu)
+
+    def hvp(self, w_user: Tensor, w_item: Tensor) -> tuple[Tensor, Tensor]:
+        """H (w_user, w_item) at the point, shaped like the inputs."""
+        if self._dense is not None:
+            return self._dense_hvp(w_user, w_item)
+        eu, diff, f1, f2 = self._at
+        if self._buffers is None:  # per-triple work buffers, reused (allocation dominates otherwise)
+            self._buffers = tuple(torch.empty_like(eu) for _ in range(3))
+        wu, wd, tmp = self._buffers
+        torch.index_select(w_user, 0, self.u, out=wu)
+        torch.index_select(w_item, 0, self.i, out=wd)
+        wd.sub_(torch.index_select(w_item, 0, self.j, out=tmp))
+        a = torch.mul(wu, diff, out=tmp).sum(-1).add_(torch.mul(eu, wd, out=tmp).sum(-1)).mul_(f2)[:, None]
+        to_user = self.user_scatter @ torch.mul(diff, a, out=tmp).addcmul_(wd, f1[:, None])
+        return to_user, self.item_scatter @ torch.mul(eu, a, out=wd).addcmul_(wu, f1[:, None])
+
+    def _dense_hvp(self, w_user: Tensor, w_item: Tensor) -> tuple[Tensor, Tensor]:
+        """The same product with pair matrices: dS = W_U Eᵢᵀ + E_U W_Iᵀ, A = Σ_t f″ dm_t (±1 at
+        (u,i), (u,j)), B = Σ_t f′ (±1); (H W)_U = A E_I + B W_I, (H W)_I = Aᵀ E_U + Bᵀ W_U."""
+        user_e, item_e, pi, pj, f2, b, ds = self._dense
+        torch.matmul(torch.cat([w_user, user_e], 1), torch.cat([item_e, w_item], 1).T, out=ds)  # [n_u, n_i]
+        flat = ds.view(-1)
+        a = f2 * (flat.index_select(0, pi) - flat.index_select(0, pj))
+        flat.zero_().index_add_(0, pi, a).index_add_(0, pj, -a)  # ds now holds A
+        return torch.addmm(ds @ item_e, b, w_item), torch.addmm(ds.T @ user_e, b.T, w_user)
+
+
+def autograd_gradient_and_hvp(losses, theta: torch.Tensor):
+    """(g, v ↦ H_Σ v) by double backprop: (influence, remaining) = ``losses(θ)``,
+    g = ∇ influence, H_Σ = ∇² remaining, both at θ = ``theta`` [m, d]."""
+    theta = theta.detach().requires_grad_(True)
+    influence, remaining = losses(theta)
+    g = torch.autograd.grad(influence, theta, retain_graph=True)[0]
+    grad = torch.autograd.grad(remaining, theta, create_graph=True)[0]
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad(grad, theta, v, retain_graph=True)[0].detach()
+
+    return g.detach(), hvp

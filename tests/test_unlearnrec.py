@@ -1,0 +1,131 @@
+"""UnlearnRec: the contract, the encoder's defining properties and the saved encoder's reuse."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import make_config, tiny_experiment
+from recbole_unlearn.checkpoint import load_checkpoint
+from recbole_unlearn.quick_start import run_unlearner
+from recbole_unlearn.unlearner._influence_encoder import InfluenceEncoder, forget_adjacency, withdrawal_basis
+from recbole_unlearn.unlearner.base import UnlearnTask
+from recbole_unlearn.unlearner.unlearnrec import UnlearnRec
+from unlearner_contract import UnlearnerContract
+
+FAST = {"pretrain_epochs": 6, "finetune_epochs": 3, "aux_batch_size": 256}
+
+
+def scores(model, request) -> torch.Tensor:
+    """Raw scores ŷ of the request's pairs, [n]."""
+    with torch.no_grad():
+        model.eval()
+        u_e, i_e = model.propagate()
+        return (u_e[torch.as_tensor(request.users)] * i_e[torch.as_tensor(request.items)]).sum(-1)
+
+
+def run(exp, **keys):
+    """UnlearnRec on ``exp`` with extra keys (the experiment's own config underneath)."""
+    config = make_config(exp.config["model"], forget=exp.config["forget"], **{**FAST, **keys})
+    return run_unlearner(exp, UnlearnRec, config)
+
+
+class TestUnlearnRec(UnlearnerContract):
+    unlearner = "UnlearnRec"
+    config = FAST
+
+
+def test_zero_encoder_output_and_no_finetune_leave_the_model_unchanged(tmp_path):
+    """Untrained encoder with β = 0 (Z = 0, so Δ = MLP(0) = 0) and no fine-tune: Θ_u = Θ_a."""
+    exp = tiny_experiment("LightGCN", forget="noise")
+    out = run(exp, pretrain_epochs=0, withdrawal_init=0.0, finetune_epochs=0,
+              encoder_path=str(tmp_path / "enc.pth"))
+    for k, v in exp.original.state_dict().items():
+        assert torch.equal(out.model.state_dict()[k], v), k
+
+
+def test_trained_encoder_lowers_forgotten_scores(tmp_path):
+    """After pre-training, the encoder pass alone (no fine-tune) scores the forgotten pairs
+    below Θ_a — and below what switching the graph to D_r alone gives — and changes only the
+    rows of the request's users and items."""
+    exp = tiny_experiment("LightGCN", forget="noise")
+    path = str(tmp_path / "enc.pth")
+    graph_only = run(exp, pretrain_epochs=0, withdrawal_init=0.0, finetune_epochs=0, encoder_path=path).model
+    out = run(exp, pretrain_epochs=10, finetune_epochs=0, encoder_path=str(tmp_path / "trained.pth"))
+    before, switched, after = scores(exp.original, exp.request), scores(graph_only, exp.request), scores(out.model, exp.request)
+    assert after.mean() < switched.mean() < before.mean(), (before.mean(), switched.mean(), after.mean())
+    assert (after < before).float().mean() > 0.9
+    changed = (out.model.user_embedding.weight != exp.original.user_embedding.weight).any(1)
+    assert set(torch.nonzero(changed).flatten().tolist()) <= set(exp.request.users.tolist())
+
+
+def test_saved_encoder_reloads_with_identical_outputs(tmp_path):
+    exp = tiny_experiment("LightGCN", forget="private")
+    path = tmp_path / "enc.pth"
+    first = run(exp, encoder_path=str(path))
+    assert first.info["encoder_reused"] is False and first.info["pretrain_time_s"] > 0
+    state, meta = load_checkpoint(path)  # torch.load(weights_only=True) underneath
+    assert torch.load(path, weights_only=True)["state_dict"].keys() == state.keys()
+    assert meta["fingerprint"] and meta["original"] and meta["pretrain_time_s"] > 0
+    model = exp.original
+    encoder = InfluenceEncoder(model.n_users + model.n_items, model.latent_dim, FAST.get("encoder_layers", 2))
+    encoder.load_state_dict(state)
+    adj = forget_adjacency(exp.request.users, exp.request.items, model.n_users, model.n_items)
+    config = make_config("LightGCN", forget="private", **FAST, encoder_path=str(path))
+    unlearner = UnlearnRec(config, model)
+    unlearner.pretrain(UnlearnTask(config, model, exp.train, exp.request, exp.valid_r))
+    with torch.no_grad():
+        assert torch.equal(encoder(adj, withdrawal_basis(model)), unlearner.encoder(adj, withdrawal_basis(model)))
+    # a second request run reuses it (no pre-training) and gives the same model
+    second = run(exp, encoder_path=str(path))
+    assert second.info["encoder_reused"] is True and "pretrain_time_s" not in second.info
+    assert second.info["encoder_pretrain_time_s"] == pytest.approx(meta["pretrain_time_s"])
+    for k, v in first.model.state_dict().items():
+        assert torch.equal(second.model.state_dict()[k], v), k
+
+
+def test_encoder_of_another_original_is_not_reused(tmp_path):
+    """A saved encoder fits one Θ_a: a changed original model pre-trains again."""
+    exp = tiny_experiment("LightGCN", forget="private")
+    path = str(tmp_path / "enc.pth")
+    run(exp, encoder_path=path)
+    with torch.no_grad():
+        exp.original.user_embedding.weight[1] += 0.01
+    again = run(exp, encoder_path=path)
+    assert again.info["encoder_reused"] is False and again.info["pretrain_time_s"] > 0
+
+
+def test_enmf_encoder_pass_lowers_forgotten_scores(tmp_path):
+    """ENMF adaptation: Δ on the rows P, Q of the request (withdrawal basis [P; Q] ⊙ h)."""
+    exp = tiny_experiment("ENMF", forget="noise")
+    out = run(exp, pretrain_epochs=10, finetune_epochs=0, encoder_path=str(tmp_path / "enc.pth"))
+    users, items = torch.as_tensor(exp.request.users), torch.as_tensor(exp.request.items)
+    with torch.no_grad():
+        before = (exp.original.user_embedding(users) * exp.original.item_embedding(items)) @ exp.original.h
+        after = (out.model.user_embedding(users) * out.model.item_embedding(items)) @ out.model.h
+    assert after.mean() < before.mean()
+    assert torch.all(out.model.item_embedding.weight[0] == 0)
+
+
+def test_unsupported_model_is_refused():
+    from recbole_unlearn.errors import UnlearnInputError
+
+    exp = tiny_experiment("LightGCN", forget="private")
+    unlearner = UnlearnRec(exp.config, exp.original)
+    task = UnlearnTask(exp.config, torch.nn.Linear(2, 2), exp.train, exp.request, exp.valid_r)
+    with pytest.raises(UnlearnInputError, match="LightGCN and ENMF"):
+        unlearner.pretrain(task)
+
+
+@pytest.mark.parametrize("model_name", ["LightGCN", "ENMF"])
+def test_model_loss_is_the_backbones_own_objective(model_name):
+    """The loss the encoder and fine-tune optimise equals the model's ``calculate_loss``."""
+    from recbole_unlearn.data.remaining import train_loader
+    from recbole_unlearn.unlearner._influence_encoder import ego_of, model_loss, outputs
+
+    exp = tiny_experiment(model_name, forget="private")
+    model = exp.original.eval()  # no dropout, so both sides are deterministic
+    batch = next(iter(train_loader(exp.config, exp.remaining)))
+    ego = ego_of(model)
+    with torch.no_grad():
+        ours = model_loss(model, ego, *outputs(model, ego), batch)
+        assert torch.allclose(ours, model.calculate_loss(batch), rtol=1e-5)
