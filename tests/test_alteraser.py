@@ -9,7 +9,7 @@ from recbole_unlearn.config import config_with
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.quick_start import run_unlearner
 from recbole_unlearn.unlearner._alteraser_blocks import BlockLosses
-from recbole_unlearn.unlearner._hf_newton import HFSettings, conjugate_gradient, hf_newton
+from recbole_unlearn.unlearner._hf_newton import HFSettings, hf_newton
 from recbole_unlearn.unlearner.alteraser import AltEraser, _pairs
 from recbole_unlearn.unlearner.base import UnlearnTask
 from unlearner_contract import UnlearnerContract
@@ -90,16 +90,6 @@ def test_hf_newton_and_ah_newton_agree_on_an_enmf_block():
                               HFSettings(max_steps=5, cg_iters=200, cg_tol=1e-8, damping=0.0))
     assert stats["steps"] >= 1
     assert torch.allclose(approx, exact, atol=1e-4, rtol=1e-3)
-
-
-def test_conjugate_gradient_solves_a_spd_system():
-    torch.manual_seed(0)
-    m = torch.randn(12, 12)
-    H = m @ m.T + torch.eye(12)
-    b = torch.randn(12)
-    x, iters = conjugate_gradient(lambda v: H @ v, b, damping=0.5, tol=1e-10, max_iter=100)
-    assert torch.allclose(x, torch.linalg.solve(H + 0.5 * torch.eye(12), b), atol=1e-4)
-    assert iters <= 24
 
 
 @pytest.mark.parametrize("optimizer", ["ah_newton", "hf_newton"])

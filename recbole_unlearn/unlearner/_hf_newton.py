@@ -13,37 +13,9 @@ from typing import Callable
 
 import torch
 
+from recbole_unlearn.unlearner._influence import conjugate_gradient
+
 LossFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-def conjugate_gradient(
-    hvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, damping: float, tol: float, max_iter: int
-) -> tuple[torch.Tensor, int]:
-    """Solve (H + damping·I) x = b by conjugate gradient from x = 0.
-
-    ``hvp(v)`` returns H v (same shape as ``b``).  Stops when ‖r‖ ≤ tol·‖b‖ or after
-    ``max_iter`` iterations, or when a direction of non-positive curvature is met (the iterate
-    reached so far is returned).  Returns (x, iterations used).
-    """
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rr = torch.sum(r * r)
-    stop = (tol * torch.linalg.vector_norm(b)) ** 2
-    for it in range(1, max_iter + 1):
-        if rr <= stop:
-            return x, it - 1
-        Ap = hvp(p) + damping * p
-        curvature = torch.sum(p * Ap)
-        if curvature <= 0:
-            return x, it - 1
-        alpha = rr / curvature
-        x = x + alpha * p
-        r = r - alpha * Ap
-        rr_new = torch.sum(r * r)
-        p = r + (rr_new / rr) * p
-        rr = rr_new
-    return x, max_iter
 
 
 @dataclass
