@@ -38,7 +38,7 @@ from recbole_unlearn.model.lightgcn import LightGCN, normalized_adjacency
 
 EGO_PARAMS = ("user_embedding.weight", "item_embedding.weight")
 #: version of the encoder and its losses; a saved encoder of another version is pre-trained again
-ENCODER_FORMAT = 4
+ENCODER_FORMAT = 5
 
 
 class InfluenceEncoder(nn.Module):
@@ -203,14 +203,22 @@ def _score(U: torch.Tensor, I: torch.Tensor, u: np.ndarray, i: np.ndarray) -> to
     return (U[torch.from_numpy(u)] * I[torch.from_numpy(i)]).sum(-1)
 
 
-def unlearn_loss(U, I, users: np.ndarray, items: np.ndarray, partners: np.ndarray) -> torch.Tensor:
+def unlearn_loss(
+    U, I, users: np.ndarray, items: np.ndarray, partners: np.ndarray, item_share: torch.Tensor | None = None
+) -> torch.Tensor:
     """mean softplus(ŷ_uf − ŷ_up) over forgotten pairs (users, items), p = ``partners`` [B].
 
-    Item outputs are held fixed in this term: it moves the forgetting users' representations,
-    not the (often popular) forgotten items' for every user.
+    The user side takes the full gradient.  A forgotten item f receives its gradient scaled by
+    ``item_share[f]`` (1/deg_a(f): one edge's share in what the item learned), so a rare item
+    memorising a few users is corrected while a popular item is not pushed down for everyone;
+    None holds the items fixed.  The partner's representation is always held fixed.
     """
-    I = I.detach()
-    return F.softplus(_score(U, I, users, items) - _score(U, I, users, partners)).mean()
+    f, p = torch.from_numpy(items), torch.from_numpy(partners)
+    I_f = I[f].detach()
+    if item_share is not None:
+        I_f = I_f + item_share[f].unsqueeze(1) * (I[f] - I_f)
+    u = U[torch.from_numpy(users)]
+    return F.softplus((u * I_f).sum(-1) - (u * I[p].detach()).sum(-1)).mean()
 
 
 def align_loss(U, I, U0, I0, sampler: PairSampler, users: np.ndarray) -> torch.Tensor:

@@ -51,6 +51,7 @@ class UnlearnRecParams(Params):
     encoder_layers: int = 2
     idm_norm: str = "request"
     pretrain_requests: str = "edges"
+    item_share: bool = True
     withdrawal_init: float = 1.0
     pretrain_epochs: int = 10
     pretrain_learning_rate: float = 0.001
@@ -111,7 +112,10 @@ class UnlearnRec(Unlearner):
         check_backbone(task.original)
         p, original = self.params, task.original
         self._n_users, self._n_items = original.n_users, original.n_items
-        self._degrees = node_degrees(task.train) if p.idm_norm == "graph" else None
+        degrees = node_degrees(task.train)
+        self._degrees = degrees if p.idm_norm == "graph" else None
+        share = 1.0 / np.maximum(degrees[original.n_users :], 1)
+        self._item_share = torch.from_numpy(share).float().to(self.device) if p.item_share else None
         self.encoder = InfluenceEncoder(original.n_users + original.n_items, ego_of(original).shape[1],
                                         p.encoder_layers, p.withdrawal_init).to(self.device)
         path, meta = self.encoder_path(task), self.encoder_meta(task)
@@ -183,7 +187,7 @@ class UnlearnRec(Unlearner):
         loss = model_loss(model, ego, U, I, batch)
         users = fu[pick]
         partners = sampler.negatives(len(users)) if p.unlearn_partner == "negative" else sampler.positives_of(users)
-        loss = loss + p.unlearn_weight * unlearn_loss(U, I, users, fi[pick], partners)
+        loss = loss + p.unlearn_weight * unlearn_loss(U, I, users, fi[pick], partners, self._item_share)
         if p.align_weight > 0:
             users = sampler.edge_users(p.aux_batch_size)
             loss = loss + p.align_weight * align_loss(U, I, *reference, sampler, users)
