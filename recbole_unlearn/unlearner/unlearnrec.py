@@ -51,14 +51,14 @@ class UnlearnRecParams(Params):
     encoder_layers: int = 2
     idm_norm: str = "request"
     pretrain_requests: str = "edges"
-    item_share: bool = True
+    item_share: float = 1.0
     withdrawal_init: float = 1.0
     pretrain_epochs: int = 10
     pretrain_learning_rate: float = 0.001
     pretrain_drop_rate: float = 0.15
     request_every: int = 2
     unlearn_weight: float = 1.0
-    unlearn_partner: str = "negative"
+    unlearn_partner: str = "positive"
     align_weight: float = 1.0
     contrast_weight: float = 0.01
     contrast_temperature: float = 0.2
@@ -114,8 +114,8 @@ class UnlearnRec(Unlearner):
         self._n_users, self._n_items = original.n_users, original.n_items
         degrees = node_degrees(task.train)
         self._degrees = degrees if p.idm_norm == "graph" else None
-        share = 1.0 / np.maximum(degrees[original.n_users :], 1)
-        self._item_share = torch.from_numpy(share).float().to(self.device) if p.item_share else None
+        share = np.minimum(1.0, p.item_share / np.maximum(degrees[original.n_users :], 1))
+        self._item_share = torch.from_numpy(share).float().to(self.device) if p.item_share > 0 else None
         self.encoder = InfluenceEncoder(original.n_users + original.n_items, ego_of(original).shape[1],
                                         p.encoder_layers, p.withdrawal_init).to(self.device)
         path, meta = self.encoder_path(task), self.encoder_meta(task)
