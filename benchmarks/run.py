@@ -12,7 +12,8 @@ Benchmark keys (everything else, RecBole-style ``--key=value``, goes into the Co
   suite          tables | sequential | scaling | all | report            (tables)
   dataset        dataset name (ml-100k ships with RecBole)                (ml-100k)
   model          ENMF | LightGCN                                          (ENMF)
-  unlearners     comma-separated registered names, any case               (all registered)
+  unlearners     comma-separated registered names, any case; a row with     (all registered)
+                 some keys set: name[key=value;key=value]
   scenario       forget scenario: private | noise | users | random        (private)
   seeds          number of seeds, starting at --seed                      (3)
   seed           first seed                                               (2020)
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import REPO_ROOT, Bench, seed_list  # noqa: E402
+from benchmarks.common import REPO_ROOT, Bench, parse_unlearners, seed_list  # noqa: E402
 from recbole_unlearn.errors import UnlearnInputError  # noqa: E402
 
 SUITES = ("tables", "sequential", "scaling", "all", "report")
@@ -94,7 +95,7 @@ def run(opts: dict, overrides: dict, command: str | None = None) -> Path:
     from recbole_unlearn.unlearner import unlearner_names
 
     suite = opts["suite"]
-    unlearners = opts["unlearners"].split(",") if opts["unlearners"] else unlearner_names()
+    unlearners = parse_unlearners(opts["unlearners"] or ",".join(unlearner_names()))
     seeds = seed_list(_ints(opts["seed"], "seed")[0], _ints(opts["seeds"], "seeds")[0])
 
     def bench(kind: str, dataset: str, scenario: str, tag: str = "") -> Bench:

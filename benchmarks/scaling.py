@@ -12,14 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.common import (
-    Bench, errors_text, experiment_after, finished, fmt, machine, markdown_table, mean_std, now, prepare_cached,
+    Bench, Variant, errors_text, experiment_after, finished, fmt, machine, markdown_table, mean_std, now, prepare_cached,
     progress, read_json, run_records, write_error,
 )
 from recbole_unlearn.checkpoint import write_json
 from recbole_unlearn.data.forget import ForgetRequest, private_request, validate_request
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.quick_start import run_unlearner
-from recbole_unlearn.unlearner import get_unlearner
 
 DEFAULT_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 #: the datasets of the dataset-size view (folders under ``data_path``; ml-100k ships with RecBole)
@@ -36,38 +35,37 @@ def unit_name(unlearner: str, size: int) -> str:
     return f"{unlearner}-u{size:04d}"
 
 
-def run_scaling(bench: Bench, unlearners: list[str], seeds: list[int], sizes: list[int],
+def run_scaling(bench: Bench, variants: list[Variant], seeds: list[int], sizes: list[int],
                 command: str | None = None) -> None:
     """Time every unlearner at every request size on ``bench``'s dataset; one JSON per
     (seed, unlearner, size)."""
-    classes = [get_unlearner(name) for name in unlearners]
-    bench.write_experiment(command, unlearners=[c.__name__ for c in classes], sizes=list(sizes))
-    bar = progress(len(seeds) * len(sizes) * len(classes), f"scaling {bench.key}")
+    bench.write_experiment(command, unlearners=[v.name for v in variants], sizes=list(sizes))
+    bar = progress(len(seeds) * len(sizes) * len(variants), f"scaling {bench.key}")
     try:
         for seed in seeds:
-            todo = [(c, s) for s in sizes for c in classes
-                    if not finished(bench.result_path(seed, unit_name(c.__name__, s)))]
-            bar.update(len(sizes) * len(classes) - len(todo))
+            todo = [(v, s) for s in sizes for v in variants
+                    if not finished(bench.result_path(seed, unit_name(v.name, s)))]
+            bar.update(len(sizes) * len(variants) - len(todo))
             if not todo:
                 continue
             base = bench.config("Retrain", seed)
             exp, _ = prepare_cached(bench, base, seed)
             for size in sizes:
-                mine = [c for c, s in todo if s == size]
+                mine = [v for v, s in todo if s == size]
                 if not mine:
                     continue
                 step = experiment_after(exp, exp.train, sized_request(exp.train, size, seed), exp.original)
-                for cls in mine:
-                    bar.set_postfix_str(f"seed {seed}: {cls.__name__}, {size} users")
-                    path = bench.result_path(seed, unit_name(cls.__name__, size))
+                for variant in mine:
+                    bar.set_postfix_str(f"seed {seed}: {variant.name}, {size} users")
+                    path = bench.result_path(seed, unit_name(variant.name, size))
                     try:
-                        outcome = run_unlearner(step, cls, bench.config(cls.__name__, seed))
+                        outcome = run_unlearner(step, variant.cls, variant.config(bench, seed))
                     except UnlearnInputError as e:
-                        write_error(path, bench, seed, cls.__name__, e)
+                        write_error(path, bench, seed, variant.name, e)
                         bar.update(1)
                         continue
                     write_json(path, {
-                        "dataset": bench.dataset, "model": bench.model, "seed": seed, "row": cls.__name__,
+                        "dataset": bench.dataset, "model": bench.model, "seed": seed, "row": variant.name,
                         "size": size, "forget": step.request.summary(),
                         "train": {"users": int(exp.train.user_num - 1), "items": int(exp.train.item_num - 1),
                                   "interactions": int(exp.train.inter_num)},

@@ -21,7 +21,7 @@ import dataclasses
 import numpy as np
 
 from benchmarks.common import (
-    Bench, aggregate, errors_text, experiment_after, finished, fmt, load_model, machine, markdown_table, now,
+    Bench, Variant, aggregate, errors_text, experiment_after, finished, fmt, load_model, machine, markdown_table, now,
     prepare_cached, progress, read_json, run_records, save_model, write_error,
 )
 from recbole_unlearn.checkpoint import write_json
@@ -29,7 +29,6 @@ from recbole_unlearn.data import ForgetRequest
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.quick_start import run_unlearner
 from recbole_unlearn.report import evaluate_row, forget_user_topk, make_eval_setup
-from recbole_unlearn.unlearner import get_unlearner
 from recbole_unlearn.unlearner.retrain import Retrain
 
 #: metrics whose difference to Retrain is the drift
@@ -61,20 +60,19 @@ def union(requests: list[ForgetRequest]) -> ForgetRequest:
                          np.concatenate([r.items for r in requests]), first.inject, dict(first.details))
 
 
-def run_sequential(bench: Bench, unlearners: list[str], seeds: list[int], n_requests: int,
+def run_sequential(bench: Bench, variants: list[Variant], seeds: list[int], n_requests: int,
                    users_per_request: int, command: str | None = None) -> None:
     """Run every missing (seed, chain) and write one JSON per chain (all steps)."""
-    classes = [get_unlearner(name) for name in unlearners]
-    chains = [("Retrain", Retrain)] + [(c.__name__, c) for c in classes if c is not Retrain]
-    bench.write_experiment(command, unlearners=[c.__name__ for c in classes], requests=n_requests,
+    chains = [Variant(Retrain)] + [v for v in variants if v.name != Retrain.__name__]
+    bench.write_experiment(command, unlearners=[v.name for v in variants], requests=n_requests,
                            users_per_request=users_per_request)
     bar = progress(len(seeds) * len(chains) * n_requests, f"sequential {bench.key}")
     try:
         for seed in seeds:
-            todo = [name for name, _ in chains if not finished(bench.result_path(seed, name))]
+            todo = [v.name for v in chains if not finished(bench.result_path(seed, v.name))]
             bar.update((len(chains) - len(todo)) * n_requests)
             if todo:
-                _run_seed(bench, seed, [c for c in chains if c[0] in todo or c[0] == "Retrain"], todo,
+                _run_seed(bench, seed, [v for v in chains if v.name in todo or v.name == "Retrain"], todo,
                           n_requests, users_per_request, bar)
     finally:
         bar.close()
@@ -91,19 +89,20 @@ def _run_seed(bench, seed, chains, todo, n_requests, users_per_request, bar) -> 
     setups = [make_eval_setup(base, s.remaining, exp.valid, s.test_r, union(requests[: t + 1]))
               for t, s in enumerate(steps)]
     references = None
-    for name, cls in chains:  # Retrain first: its top-k lists are the RBO references
-        cfg = base if cls is Retrain else bench.config(name, seed)
+    for variant in chains:  # Retrain first: its top-k lists are the RBO references
+        name, cls = variant.name, variant.cls
+        cfg = base if name == Retrain.__name__ else variant.config(bench, seed)
         counted_before = bar.n
         try:
             records, topks = _chain(bench, seed, name, cls, cfg, exp, steps, setups, references, bar,
                                     counted=name in todo)
         except UnlearnInputError as e:  # e.g. a method that cannot start from its own output
-            if cls is Retrain:
+            if name == Retrain.__name__:
                 raise
             write_error(bench.result_path(seed, name), bench, seed, name, e)
             bar.update(counted_before + n_requests - bar.n)
             continue
-        references = topks if cls is Retrain else references
+        references = topks if name == Retrain.__name__ else references
         if name in todo:
             params = dataclasses.asdict(cls.params_class.from_config(cfg))
             write_json(bench.result_path(seed, name), {

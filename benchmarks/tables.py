@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from benchmarks.common import (
-    Bench, aggregate, errors_text, finished, fmt, load_model, machine, markdown_table, now, prepare_cached,
+    Bench, Variant, aggregate, errors_text, finished, fmt, load_model, machine, markdown_table, now, prepare_cached,
     progress, read_json, run_records, save_model, write_error,
 )
 from recbole_unlearn.checkpoint import write_json
@@ -21,40 +21,43 @@ from recbole_unlearn.config import config_with
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.quick_start import comparison_plan, run_unlearner
 from recbole_unlearn.report import RBO_KS, evaluate_row, forget_user_topk, make_eval_setup
-from recbole_unlearn.unlearner import get_unlearner
 from recbole_unlearn.unlearner.retrain import Retrain
 
 FIXED_ROWS = ("Original", "Retrain", "Retrain*")
 
 
-def row_names(classes: list[type]) -> list[str]:
+def extra_rows(variants: list[Variant]) -> list[Variant]:
+    """The rows after Original, Retrain and Retrain* (plain Retrain is one of those)."""
+    return [v for v in variants if v.name != Retrain.__name__]
+
+
+def row_names(variants: list[Variant]) -> list[str]:
     """Original, Retrain, Retrain*, then the unlearners in the order given (Retrain once)."""
-    return list(FIXED_ROWS) + [c.__name__ for c in classes if c is not Retrain]
+    return list(FIXED_ROWS) + [v.name for v in extra_rows(variants)]
 
 
-def run_tables(bench: Bench, unlearners: list[str], seeds: list[int], command: str | None = None) -> None:
+def run_tables(bench: Bench, variants: list[Variant], seeds: list[int], command: str | None = None) -> None:
     """Run every missing (seed, row) of ``bench`` and write one JSON per row."""
-    classes = [get_unlearner(name) for name in unlearners]  # unknown names fail before any work
-    names = row_names(classes)
-    bench.write_experiment(command, unlearners=[c.__name__ for c in classes])
+    names = row_names(variants)
+    bench.write_experiment(command, unlearners=[v.name for v in variants])
     bar = progress(len(seeds) * len(names), f"tables {bench.key}")
     try:
         for seed in seeds:
             todo = [n for n in names if not finished(bench.result_path(seed, n))]
             bar.update(len(names) - len(todo))
             if todo:
-                _run_seed(bench, seed, classes, todo, bar)
+                _run_seed(bench, seed, variants, todo, bar)
     finally:
         bar.close()
 
 
-def _run_seed(bench: Bench, seed: int, classes: list[type], todo: list[str], bar) -> None:
+def _run_seed(bench: Bench, seed: int, variants: list[Variant], todo: list[str], bar) -> None:
     base = bench.config("Retrain", seed)
     bar.set_postfix_str(f"seed {seed}: Original")
     exp, train_time = prepare_cached(bench, base, seed)
     setup = make_eval_setup(base, exp.remaining, exp.valid, exp.test_r, exp.request)
     plan = comparison_plan(config_with(base, compare="retrain"), Retrain)  # Retrain, Retrain*
-    plan += [(c.__name__, c, bench.config(c.__name__, seed)) for c in classes if c is not Retrain]
+    plan += [(v.name, v.cls, v.config(bench, seed)) for v in extra_rows(variants)]
 
     # Retrain first: its top-k lists are every row's RBO reference.
     retrain, meta = load_model(bench.cache_path(seed, "Retrain"), base, exp.remaining)

@@ -292,3 +292,29 @@ def test_a_refusing_unlearner_is_reported_and_retried(tmp_path, monkeypatch):
     bench_run.run(opts, _overrides())  # the refused run is tried again, the others are kept
     summary = tables.summarize(_tables_dir(tmp_path))
     assert "WarmStart" in summary["rows"] and not summary["errors"]
+
+
+def test_unlearner_variants_are_parsed_with_typed_keys():
+    from benchmarks.common import parse_unlearners
+    from recbole_unlearn.errors import UnlearnInputError
+
+    rows = parse_unlearners("retrain, alteraser[alt_optimizer=adamw],ifru[ifru_pruning=false;ifru_k_hop=2]")
+    assert [v.name for v in rows] == ["Retrain", "AltEraser[alt_optimizer=adamw]",
+                                      "IFRU[ifru_pruning=false;ifru_k_hop=2]"]
+    assert dict(rows[2].keys) == {"ifru_pruning": False, "ifru_k_hop": 2}
+    with pytest.raises(UnlearnInputError, match="IFRU has no key 'pruning'.*ifru_pruning"):
+        parse_unlearners("ifru[pruning=false]")
+    with pytest.raises(UnlearnInputError, match="registered unlearners"):
+        parse_unlearners("retrain,nosuch[a=1]")
+    with pytest.raises(UnlearnInputError, match="cannot read unlearner"):
+        parse_unlearners("warmstart[warm_epochs=1")
+
+
+def test_a_variant_row_runs_with_its_keys(tmp_path):
+    opts = _opts(tmp_path, unlearners="warmstart,warmstart[warm_epochs=1]", seeds="1")
+    bench_run.run(opts, _overrides())
+    records = {p.name: json.loads(p.read_text()) for p in _tables_dir(tmp_path).glob("s*.json")}
+    plain, variant = records["s2020-WarmStart.json"], records["s2020-WarmStart[warm_epochs=1].json"]
+    assert variant["params"]["warm_epochs"] == 1 and plain["params"]["warm_epochs"] != 1
+    assert variant["result"]["epochs"] == 1 < plain["result"]["epochs"]
+    assert list(tables.summarize(_tables_dir(tmp_path))["rows"])[-2:] == ["WarmStart", "WarmStart[warm_epochs=1]"]

@@ -116,6 +116,17 @@ def test_unsupported_model_is_refused():
         unlearner.pretrain(task)
 
 
+@pytest.mark.parametrize("key, value", [("idm_norm", "rows"), ("pretrain_requests", "items"),
+                                        ("unlearn_partner", "random")])
+def test_unknown_choice_is_refused_naming_the_allowed_words(tmp_path, key, value):
+    from recbole_unlearn.errors import UnlearnInputError
+
+    exp = tiny_experiment("LightGCN", forget="private")
+    with pytest.raises(UnlearnInputError, match=f"{key} must be one of .*not '{value}'"):
+        run(exp, **{key: value, "encoder_path": str(tmp_path / "enc.pth")})
+    assert not (tmp_path / "enc.pth").exists()
+
+
 @pytest.mark.parametrize("model_name", ["LightGCN", "ENMF"])
 def test_model_loss_is_the_backbones_own_objective(model_name):
     """The loss the encoder and fine-tune optimise equals the model's ``calculate_loss``."""

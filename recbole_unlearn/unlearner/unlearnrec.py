@@ -34,6 +34,7 @@ from recbole.utils import init_seed
 
 from recbole_unlearn.checkpoint import load_checkpoint, save_checkpoint
 from recbole_unlearn.data.remaining import train_loader
+from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.unlearner import register_unlearner
 from recbole_unlearn.unlearner._influence_encoder import (
     ENCODER_FORMAT, InfluenceEncoder, PairSampler, align_loss, check_backbone, contrast_loss, ego_of, forget_adjacency,
@@ -108,9 +109,16 @@ class UnlearnRec(Unlearner):
         """Â_d of the edges (users, items), [n_nodes]² sparse."""
         return forget_adjacency(users, items, self._n_users, self._n_items, self._degrees).to(self.device)
 
+    #: the keys that take one of a few words, and those words
+    CHOICES = {"idm_norm": ("request", "graph"), "pretrain_requests": ("edges", "users"),
+               "unlearn_partner": ("negative", "positive")}
+
     def pretrain(self, task: UnlearnTask) -> bool:
         check_backbone(task.original)
         p, original = self.params, task.original
+        for key, allowed in self.CHOICES.items():
+            if getattr(p, key) not in allowed:
+                raise UnlearnInputError(f"{key} must be one of {', '.join(allowed)}, not {getattr(p, key)!r}")
         self._n_users, self._n_items = original.n_users, original.n_items
         degrees = node_degrees(task.train)
         self._degrees = degrees if p.idm_norm == "graph" else None
