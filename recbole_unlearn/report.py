@@ -16,6 +16,7 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 
+from recbole_unlearn.data.remaining import select_rows
 from recbole_unlearn.evaluator import mean_rbo, repredict_score
 from recbole_unlearn.evaluator.mia import MembershipPairs, membership_attack_auc, request_membership_pairs
 
@@ -42,7 +43,7 @@ def make_eval_setup(config, remaining, valid_ds, test_loader, request) -> EvalSe
     in_request = torch.isin(test_ds.inter_feat[test_ds.uid_field], users)
     test_forget = None
     if bool(in_request.any()):
-        sub = test_ds.copy(test_ds.inter_feat[in_request])
+        sub = select_rows(test_ds, in_request)
         test_forget = type(test_loader)(config, sub, test_loader._sampler, shuffle=False)
     history = torch.zeros(len(users), remaining.item_num, dtype=torch.bool)
     history[:, 0] = True

@@ -24,11 +24,22 @@ def dataset_keys(dataset) -> np.ndarray:
     return pair_keys(inter[dataset.uid_field].numpy(), inter[dataset.iid_field].numpy(), dataset.item_num)
 
 
+def select_rows(dataset, rows):
+    """``dataset`` restricted to ``rows``: a boolean mask [n_inter] or ascending indices
+    (``Dataset.copy`` keeps the id maps).
+
+    Indexes the columns directly: ``Interaction.__getitem__`` turns a tensor index into a
+    Python list first, which is ~50x slower on ml-100k's 80k rows.
+    """
+    index = torch.as_tensor(rows)
+    index = index if index.dtype == torch.bool else index.long()
+    return dataset.copy(Interaction({k: v[index] for k, v in dataset.inter_feat.interaction.items()}))
+
+
 def remaining_dataset(train, request) -> object:
     """D_r: ``train`` without the request's pairs (same id maps, same user/item counts)."""
     forget = pair_keys(request.users, request.items, train.item_num)
-    keep = ~np.isin(dataset_keys(train), forget)
-    return train.copy(train.inter_feat[torch.from_numpy(keep)])
+    return select_rows(train, ~np.isin(dataset_keys(train), forget))
 
 
 def inject_pairs(train, users: np.ndarray, items: np.ndarray):

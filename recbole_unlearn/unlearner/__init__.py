@@ -5,7 +5,7 @@ One name everywhere: the class ``AltEraser`` is registered as ``AltEraser``, con
 """
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from recbole_unlearn.errors import UnlearnInputError
 

@@ -103,11 +103,11 @@ class ENMFBlocks:
         return self.P * self.h
 
     def system(self, shared: torch.Tensor, sums: BlockSums) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A [n,d,d], b [n,d]) from the shared Gram matrix [d,d] and the per-row sums."""
-        d = shared.shape[0]
-        eye = torch.eye(d)
-        A = self.c * shared + (1 - self.c) * (sums.outer + self.r * torch.diag_embed(sums.square))
-        A = A + (self.lam + JITTER) * eye
+        """(A [n,d,d], b [n,d]) from the shared Gram matrix [d,d] and the per-row sums
+        (built in place: one [n,d,d] buffer)."""
+        A = torch.mul(sums.outer, 1 - self.c)
+        A.add_(shared, alpha=self.c)
+        A.diagonal(dim1=1, dim2=2).add_(sums.square * ((1 - self.c) * self.r)).add_(self.lam + JITTER)
         return A, sums.linear
 
     def user_sums(self, users: torch.Tensor) -> BlockSums:
@@ -128,13 +128,11 @@ class ENMFBlocks:
 
     def solve_users(self, users: torch.Tensor, sums: BlockSums | None = None) -> torch.Tensor:
         """Exact minimisers p_u = A_u⁻¹ b_u of the user blocks, [n, d]."""
-        A, b = self.system(self.user_gram(), self.user_sums(users) if sums is None else sums)
-        return torch.linalg.solve(A, b)
+        return torch.linalg.solve(*self.system(self.user_gram(), self.user_sums(users) if sums is None else sums))
 
     def solve_items(self, items: torch.Tensor, sums: BlockSums | None = None) -> torch.Tensor:
         """Exact minimisers q_i = A_i⁻¹ b_i of the item blocks, [n, d]."""
-        A, b = self.system(self.item_gram(), self.item_sums(items) if sums is None else sums)
-        return torch.linalg.solve(A, b)
+        return torch.linalg.solve(*self.system(self.item_gram(), self.item_sums(items) if sums is None else sums))
 
     def objective(self) -> float:
         """F on these pairs (dropout in expectation), a float."""

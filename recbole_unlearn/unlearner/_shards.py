@@ -32,7 +32,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, init_seed
 
 from recbole_unlearn.checkpoint import load_checkpoint, save_checkpoint
-from recbole_unlearn.data.remaining import build_loaders, dataset_keys, pair_keys, train_loader
+from recbole_unlearn.data.remaining import build_loaders, dataset_keys, pair_keys, select_rows, train_loader
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.unlearner.base import Params, Unlearner
 
@@ -63,16 +63,6 @@ class ActiveUserDataLoader(UserDataLoader):
         self.user_list = Interaction({self.uid_field: users})
         self.sample_size = len(self.user_list)
         AbstractDataLoader.__init__(self, config, dataset, sampler, shuffle=True)
-
-
-def select_rows(dataset, rows: np.ndarray):
-    """``dataset`` restricted to ``rows`` (ascending indices; ``Dataset.copy`` keeps the id maps).
-
-    Indexes the columns directly: ``Interaction.__getitem__`` turns a tensor index into a list.
-    """
-    index = torch.as_tensor(rows, dtype=torch.long)
-    inter = dataset.inter_feat
-    return dataset.copy(Interaction({k: v[index] for k, v in inter.interaction.items()}))
 
 
 def split_dataset(dataset, shard_of: np.ndarray, n_shards: int) -> list:

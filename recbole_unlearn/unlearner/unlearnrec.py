@@ -33,7 +33,7 @@ import torch
 from recbole.utils import init_seed
 
 from recbole_unlearn.checkpoint import load_checkpoint, save_checkpoint
-from recbole_unlearn.data.remaining import train_loader
+from recbole_unlearn.data.remaining import select_rows, train_loader
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.unlearner import register_unlearner
 from recbole_unlearn.unlearner._influence_encoder import (
@@ -161,7 +161,7 @@ class UnlearnRec(Unlearner):
             if epoch % max(p.request_every, 1) == 0:  # a fresh simulated request
                 drop = self._simulated_request(users_a, rng)
                 fu, fi = users_a[drop], items_a[drop]
-                simulated = task.train.copy(inter[torch.from_numpy(~drop)])
+                simulated = select_rows(task.train, ~drop)
                 backbone.set_train_data(simulated)
                 adj = self.adjacency(fu, fi)
                 sampler, loader = PairSampler(simulated, rng), train_loader(self.config, simulated)
