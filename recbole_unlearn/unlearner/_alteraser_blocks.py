@@ -27,8 +27,7 @@ class BlockLosses:
         if not self.is_enmf:
             g = torch.Generator().manual_seed(seed)
             neg = torch.randint(1, model.n_items, (len(items),), generator=g)
-            positive = set((users * model.n_items + items).tolist())
-            clash = torch.tensor([int(u) * model.n_items + int(j) in positive for u, j in zip(users, neg)])
+            clash = torch.isin(users * model.n_items + neg, users * model.n_items + items)
             neg[clash] = torch.randint(1, model.n_items, (int(clash.sum()),), generator=g)
             self.negatives = neg
 

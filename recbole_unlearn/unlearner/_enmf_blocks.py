@@ -35,11 +35,12 @@ class BlockSums:
     square: torch.Tensor
     linear: torch.Tensor
 
-    def __sub__(self, other: "BlockSums") -> "BlockSums":
-        return BlockSums(self.outer - other.outer, self.square - other.square, self.linear - other.linear)
-
-    def __add__(self, other: "BlockSums") -> "BlockSums":
-        return BlockSums(self.outer + other.outer, self.square + other.square, self.linear + other.linear)
+    def updated(self, rows: torch.Tensor, remove: "BlockSums", add: "BlockSums") -> "BlockSums":
+        """The sums of ``rows`` [n] with ``remove``'s subtracted and ``add``'s added (both for
+        the same ``rows``); ``self`` is left as it is."""
+        return BlockSums(*(mine[rows].sub_(r).add_(a) for mine, r, a in zip(
+            (self.outer, self.square, self.linear), (remove.outer, remove.square, remove.linear),
+            (add.outer, add.square, add.linear))))
 
 
 def block_sums(rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, vectors: torch.Tensor) -> BlockSums:
@@ -54,11 +55,8 @@ def block_sums(rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, ve
     pos = position[rows] if len(rows) else rows
     keep = pos >= 0
     pos, cols = pos[keep], cols[keep]
-    if len(cols) < len(vectors):  # few pairs: featurise only the vectors they use
-        used, cols = torch.unique(cols, return_inverse=True)
-        v = vectors[used]
-    else:
-        v = vectors
+    used, cols = torch.unique(cols, return_inverse=True)  # featurise only the vectors the pairs use
+    v = vectors[used]
     feats = torch.cat([(v.unsqueeze(2) * v.unsqueeze(1)).reshape(len(v), d * d), v * v, v], dim=1)
     order = torch.argsort(pos)
     incidence = torch.sparse_csr_tensor(

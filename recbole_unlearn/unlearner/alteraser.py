@@ -142,8 +142,7 @@ class AltEraser(Unlearner):
         z_old = task.original.user_embedding.weight.data * task.original.h.data
         old = block_sums(items_a[old_rows], users_a[old_rows], f_items, z_old)
         new = block_sums(enmf.items[new_rows], enmf.users[new_rows], f_items, enmf.z())
-        cached = self._item_cache
-        sums = type(old)(cached.outer[f_items], cached.square[f_items], cached.linear[f_items]) - old + new
+        sums = self._item_cache.updated(f_items, old, new)
         self.model.item_embedding.weight.data[f_items] = enmf.solve_items(f_items, sums)
         losses.changed()
 
