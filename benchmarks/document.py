@@ -141,11 +141,6 @@ def write_report(out: Path, report: Path) -> Path:
             f"Generated {now()} on {_machine_text(machine())}.", ""]
     if todo:
         head += ["**Not measured yet:** " + "; ".join(todo) + ".", ""]
-        if ("ml-1m", "ENMF") not in seen_tables:
-            head += ["Expected cost of ml-1m · ENMF: one Retrain of ENMF on ml-1m with this protocol takes about "
-                     "1,300 s on 2 cores, and every seed trains Θ_a, Retrain and Retrain* (≈ 3 × 1,300 s) plus "
-                     "the unlearners, so the tables with `--seeds=3` are about 4–5 hours of one long benchmark "
-                     "on 2 cores (one torch thread, nothing else running).", ""]
     text = "\n".join(head + body).rstrip() + "\n"
 
     def write(tmp: str) -> None:
