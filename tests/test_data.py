@@ -13,7 +13,7 @@ from recbole.utils import init_seed
 from conftest import make_config, tiny_experiment
 from recbole_unlearn.config import config_with
 from recbole_unlearn.data.forget import ForgetRequest, build_request, users_request
-from recbole_unlearn.data.remaining import dataset_keys, pair_keys, remaining_dataset
+from recbole_unlearn.data.remaining import dataset_keys, pair_keys, remaining_dataset, select_rows
 from recbole_unlearn.errors import UnlearnInputError
 
 _splits: dict = {}
@@ -75,6 +75,18 @@ def test_remaining_keeps_the_id_space_when_a_user_and_an_item_lose_everything():
     # a surviving pair keeps its tokens
     assert tokens(remaining, left_u[:5], left_i[:5]) == tokens(train, left_u[:5], left_i[:5])
     assert np.array_equal(dataset_keys(remaining), dataset_keys(train)[~mask])
+
+
+def test_select_rows_by_mask_or_index_keeps_every_column_in_order():
+    _, _, train, _, _ = split()
+    mask = np.arange(len(train.inter_feat)) % 3 == 1
+    by_mask, by_index = select_rows(train, mask), select_rows(train, np.flatnonzero(mask))
+    for sub in (by_mask, by_index):
+        assert sub.inter_feat.columns == train.inter_feat.columns
+        for field in train.inter_feat.columns:
+            assert torch.equal(sub.inter_feat[field], train.inter_feat[field][torch.from_numpy(mask)])
+        assert (sub.user_num, sub.item_num) == (train.user_num, train.item_num)
+    assert len(train.inter_feat) > len(by_mask.inter_feat) > 0  # the source is left as it was
 
 
 # ---- generated requests ----------------------------------------------------------------------
