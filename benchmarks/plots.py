@@ -27,7 +27,7 @@ def _legend(ax, size: int) -> None:
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -47,7 +47,7 @@ def quality_vs_time(summary: dict, title: str, path: Path) -> Path:
             x = row.get("time_s")
             if not (x and y):
                 continue
-            style = {"marker": "o", "ms": 7}
+            style = {"marker": "o", "ms": 7, "color": plt.cm.tab20(i % 20)}  # distinct beyond 10 rows
             if name in ("Retrain", "Retrain*"):
                 style = {"marker": "*", "ms": 12, "color": "black" if name == "Retrain" else "grey"}
             ax.errorbar(x["mean"], y["mean"], xerr=x.get("std") or 0, yerr=y.get("std") or 0, label=name,
@@ -56,7 +56,9 @@ def quality_vs_time(summary: dict, title: str, path: Path) -> Path:
         ax.set_xlabel("unlearning time (s)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    _legend(axes[0], 8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:  # beside the panels: with many rows a legend inside one would hide its points
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.suptitle(title)
     return _save(fig, path)
 
