@@ -11,7 +11,8 @@ the unlearner's ensemble *before* unlearning (the accuracy cost of exact partiti
 the single-model Original row), all evaluated on the same loaders (quick_start.evaluate_rows).
 Writes ``<out>.json`` and ``<out>.md``.  ``--star=1`` adds Retrain* (another seed) per size;
 any other ``--key=value`` is a config key (e.g. ``--data_path=/work/shared/datasets``).
-An unlearner may carry its own keys: ``--unlearners="SISA RecEraser RecEraser[partition=interaction]"``.
+An unlearner may carry its own keys, as in ``benchmarks/run.py`` (several separated by ``;``):
+``--unlearners="SISA RecEraser RecEraser[partition=interaction]"``.
 """
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ from recbole.utils import init_logger, init_seed  # noqa: E402
 
 from recbole_unlearn.checkpoint import write_json  # noqa: E402
 from recbole_unlearn.config import Config, config_with  # noqa: E402
+from recbole_unlearn.errors import UnlearnInputError  # noqa: E402
 from recbole_unlearn.quick_start import evaluate_rows, prepare, run_unlearner  # noqa: E402
-from recbole_unlearn.unlearner import get_unlearner  # noqa: E402
+from benchmarks.common import Variant, parse_unlearners  # noqa: E402
 from recbole_unlearn.unlearner.base import UnlearnTask  # noqa: E402
 from recbole_unlearn.unlearner.retrain import Retrain  # noqa: E402
 
@@ -46,16 +48,16 @@ def pretrained_ensemble(exp, cls, config) -> tuple[torch.nn.Module, dict]:
     return unlearner.model.eval(), info
 
 
-def run_size(base: Config, n: int, names: list[str], star: bool, pretrain_info: dict) -> dict:
+def run_size(base: Config, n: int, variants: list[Variant], star: bool, pretrain_info: dict) -> dict:
     config = config_with(base, forget_users=n)
     exp = prepare(config, saved=False)
     rows, models = {"Original": dict(exp.original_row)}, {"Original": exp.original}
     plan = [("Retrain", Retrain, config)]
     if star:
         plan.append(("Retrain*", Retrain, config_with(config, seed=config["seed"] + 1)))
-    for name in names:
-        cls, keys = parse_variant(name)
-        cfg = unlearner_config(base, cls.__name__, forget_users=n, **keys)
+    for variant in variants:
+        name, cls = variant.name, variant.cls
+        cfg = unlearner_config(base, cls.__name__, forget_users=n, **dict(variant.keys))
         ensemble, info = pretrained_ensemble(exp, cls, cfg)
         pretrain_info.setdefault(name, info)  # shards_build_time_s: the one-off cost on D_a
         models[f"{name} (before)"] = ensemble
@@ -71,13 +73,6 @@ def run_size(base: Config, n: int, names: list[str], star: bool, pretrain_info: 
 
 
 _configs: dict = {}
-
-
-def parse_variant(name: str) -> tuple[type, dict]:
-    """``RecEraser[partition=interaction]`` → (the class, {"partition": "interaction"})."""
-    cls_name, _, rest = name.partition("[")
-    keys = dict(kv.split("=", 1) for kv in rest.rstrip("]").split(",") if kv)
-    return get_unlearner(cls_name), keys
 
 
 def unlearner_config(base: Config, name: str, **keys) -> Config:
@@ -134,7 +129,7 @@ OPTS: dict = {}
 def main() -> None:
     opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
     sizes = [int(s) for s in opts.pop("sizes", "1 8 64").split()]
-    names = opts.pop("unlearners", "SISA RecEraser").split()
+    variants = parse_unlearners(",".join(opts.pop("unlearners", "SISA RecEraser").split()))
     star = opts.pop("star", "0") not in ("0", "false", "False")
     out = Path(opts.pop("out", str(REPO / "benchmarks" / "results" / "shards")))
     torch.set_num_threads(int(opts.pop("threads", "1")))
@@ -155,7 +150,7 @@ def main() -> None:
     results = {"dataset": dataset, "model": model, "command": shlex.join(sys.orig_argv),
                "original_train_time_s": train_time, "pretrain": {}, "sizes": {}}
     for n in sizes:
-        results["sizes"][str(n)] = run_size(base, n, names, star, results["pretrain"])
+        results["sizes"][str(n)] = run_size(base, n, variants, star, results["pretrain"])
         results["sizes"][str(n)]["rows"]["Original"]["train_time_s"] = train_time
         write_json(out.with_suffix(".json"), results)
         out.with_suffix(".md").write_text(markdown(results) + "\n", encoding="utf-8")
@@ -163,4 +158,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UnlearnInputError as e:  # one line and exit code 2, as run.py
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
