@@ -1,6 +1,7 @@
 """Command line: every option is RecBole's ``--key=value``; any config key may be given.
 
-Exit codes: 0 success, 2 bad input (one line on stderr), 1 anything else.
+Exit codes: 0 success, 2 bad input (one ``error:`` line on stderr, nothing written),
+130 interrupted (Ctrl-C; nothing published), 1 a broken audit log (``--verify_audit``) or a bug.
 Everything the run prints (RecBole's log, warnings, the table) goes to stdout, so stderr
 carries only the error.
 """
@@ -15,17 +16,23 @@ from recbole_unlearn.errors import UnlearnInputError
 def parse_options(argv: list[str]) -> dict[str, str]:
     """``--key=value`` arguments as a dict of strings (the value may itself contain ``=``).
 
+    Errors are one line and echo at most 160 characters of an argument.
+
     Raises:
         UnlearnInputError: an argument not of the form ``--key=value``, or a key given twice
             with different values.
     """
+    from recbole_unlearn.options import shown
+
     opts: dict[str, str] = {}
     for arg in argv:
+        if not isinstance(arg, str):
+            raise UnlearnInputError(f"unrecognized argument {shown(arg, 160)}: options are written --key=value")
         key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
         if not key or not sep:
-            raise UnlearnInputError(f"unrecognized argument {arg!r}: options are written --key=value")
+            raise UnlearnInputError(f"unrecognized argument {shown(arg, 160)}: options are written --key=value")
         if opts.get(key, value) != value:
-            raise UnlearnInputError(f"--{key} given twice with different values")
+            raise UnlearnInputError(f"option {shown('--' + key, 160)} given twice with different values")
         opts[key] = value
     return opts
 
@@ -42,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     saved_argv = sys.argv
     try:
         opts = parse_options(argv)
+        if "verify_audit" in opts:
+            from recbole_unlearn.outputs import verify_audit
+
+            ok, message = verify_audit(opts["verify_audit"])
+            print(message if ok else "error: " + message, file=sys.stdout if ok else sys.stderr)
+            return 0 if ok else 1
         files = opts.pop("config_files", None)
         model, dataset = opts.pop("model", "ENMF"), opts.pop("dataset", "ml-100k")
         # The options reach RecBole's Config as config_dict (converted like command-line
@@ -59,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except UnlearnInputError as e:
         print("error: " + str(e).replace("\n", " "), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was published", file=sys.stderr)
+        return 130
     finally:
         sys.argv = saved_argv
     return 0

@@ -8,15 +8,19 @@ Priority, lowest first (DESIGN.md section 3): RecBole's internal files, then
 from __future__ import annotations
 
 import copy
+import functools
+import re
+import sys
 from pathlib import Path
 
 import yaml
 from recbole.config import Config as RecBoleConfig
-from recbole.utils import get_model as recbole_get_model
+from recbole.utils import argument_list
 
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.model import MODELS, get_model_class
-from recbole_unlearn.unlearner import get_unlearner
+from recbole_unlearn.options import KeySpec, convert, read_specs, shown, unknown_key_error, yaml_keys
+from recbole_unlearn.registry import unlearner_names
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -45,11 +49,140 @@ def plugin_property_files(model: str, unlearner: str, dataset: str) -> list[Path
     return [f for f in files if f.is_file()]
 
 
+@functools.lru_cache(maxsize=None)
+def plugin_specs() -> dict[str, KeySpec]:
+    """Every documented key of the shipped property files (overall, models, unlearners)."""
+    props = resource_dir("properties")
+    specs: dict[str, KeySpec] = {}
+    for path in [props / "overall.yaml", *sorted(props.glob("model/*.yaml")), *sorted(props.glob("unlearner/*.yaml"))]:
+        specs.update({k: v for k, v in read_specs(path).items() if k not in specs})
+    return specs
+
+
+@functools.lru_cache(maxsize=None)
+def recbole_keys() -> frozenset[str]:
+    """Keys RecBole itself reads: its argument lists and every key of its property files."""
+    root = Path(argument_list.__file__).resolve().parents[1] / "properties"
+    keys = set()
+    for name in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
+        keys.update(getattr(argument_list, name))
+    for path in root.rglob("*.yaml"):
+        keys |= yaml_keys(path)
+    return frozenset(keys)
+
+
+def canonical_unlearner(name) -> str:
+    """The registered spelling of an unlearner name (any case): the shipped methods are known
+    by their property files, so configuration never imports them; a user's own unlearner is
+    known once registered.  Unknown names list the known ones."""
+    known = {p.stem.lower(): p.stem for p in resource_dir("properties").glob("unlearner/*.yaml")}
+    known.update({n.lower(): n for n in unlearner_names()})
+    try:
+        return known[str(name).lower()]
+    except KeyError:
+        raise UnlearnInputError(
+            f"unknown unlearner {shown(name, 80)}; registered unlearners: {', '.join(sorted(known.values()))}"
+        ) from None
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """YAML without object construction, with RecBole's float resolver (``1e-4`` is a float)."""
+
+
+_SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+#: keys the pipeline reads that are neither RecBole's nor documented in a YAML file
+EXTRA_KEYS = frozenset({"model", "dataset", "config_files"})
+
+
 class Config(RecBoleConfig):
     """RecBole ``Config`` that knows the plugin's models, unlearners and property files.
 
     ``config['unlearner']`` always holds the registered class name (e.g. ``AltEraser``).
+
+    Input is data: strings from the command line or ``config_dict`` are read as YAML scalars,
+    lists or mappings (never evaluated), YAML files with a safe loader; every key given must be
+    known (RecBole's, the plugin's, a model's or an unlearner's), and documented keys are
+    converted to their type once, here.
     """
+
+    def _build_yaml_loader(self):
+        return _SafeLoader
+
+    def _convert_config_dict(self, config_dict):
+        raw = self.__dict__.setdefault("_raw_values", {})
+        for key, param in list(config_dict.items()):
+            if not isinstance(param, str):
+                continue
+            raw[key] = param
+            try:
+                value = yaml.load(param, Loader=_SafeLoader) if param.strip() else param
+            except yaml.YAMLError:
+                value = param
+            if value is not None and not isinstance(value, (str, int, float, list, dict, bool)):
+                value = param  # dates and the like stay the string that was typed
+            config_dict[key] = value
+        return config_dict
+
+    def _load_config_files(self, file_list):
+        merged = {}
+        for file in file_list or []:
+            try:
+                with open(file, encoding="utf-8") as f:
+                    loaded = yaml.load(f.read(), Loader=_SafeLoader)
+            except FileNotFoundError:
+                raise UnlearnInputError(f"config file not found: {shown(str(file))}") from None
+            except (OSError, UnicodeDecodeError) as e:
+                raise UnlearnInputError(f"cannot read config file {shown(str(file))}: {type(e).__name__}") from None
+            except yaml.YAMLError as e:
+                raise UnlearnInputError(f"config file {shown(str(file))} is not valid YAML ({str(e).splitlines()[0]})") from None
+            if loaded is None:
+                continue
+            if not isinstance(loaded, dict):
+                raise UnlearnInputError(f"config file {shown(str(file))} must hold key: value lines")
+            merged.update(loaded)
+        return merged
+
+    def _load_cmd_line(self):
+        """``--key=value`` arguments of ``sys.argv`` (RecBole's convention), read as data; other
+        arguments are ignored.  The plugin's CLI passes its options as ``config_dict`` instead."""
+        cmd = {}
+        for arg in sys.argv[1:]:
+            key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+            if key and sep:
+                if cmd.get(key, value) != value:
+                    raise UnlearnInputError(f"--{shown(key, 80)} given twice with different values")
+                cmd[key] = value
+        return self._convert_config_dict(cmd)
+
+    def _check_external_keys(self) -> None:
+        """Unknown keys are errors; documented keys are converted to their type."""
+        specs = plugin_specs()
+        known = set(specs) | recbole_keys() | set(self.internal_config_dict) | EXTRA_KEYS
+        raw = self.__dict__.get("_raw_values", {})
+        for key in list(self.external_config_dict):
+            if key not in known:
+                raise unknown_key_error(key, known)
+            spec = specs.get(key) or _recbole_spec(key, self.internal_config_dict.get(key))
+            if spec is not None:
+                self.external_config_dict[key] = convert(spec, self.external_config_dict[key], raw.get(key))
+        ext = self.external_config_dict
+        if "unlearner" in ext:
+            ext["unlearner"] = self.internal_config_dict["unlearner"]
+        if ext.get("forget_file") and str(ext.get("forget", "")).lower() != "file":
+            raise UnlearnInputError("forget_file is only read with forget=file; add --forget=file")
+
+    def _get_final_config_dict(self):
+        self._check_external_keys()
+        return super()._get_final_config_dict()
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -59,13 +192,10 @@ class Config(RecBoleConfig):
         if isinstance(model, str):
             model_class = get_model_class(model)
             if model_class is None:
-                try:
-                    model_class = recbole_get_model(model)
-                except (ValueError, ImportError):  # RecBole's lookup imports optional libraries
-                    raise UnlearnInputError(
-                        f"unknown model {model!r}; the plugin's models: "
-                        + ", ".join(c.__name__ for c in MODELS.values())
-                    ) from None
+                raise UnlearnInputError(
+                    f"unknown model {shown(model, 80)}; the plugin's models: "
+                    + ", ".join(c.__name__ for c in MODELS.values())
+                )
             model = model_class.__name__
         else:
             model_class, model = model, model.__name__
@@ -79,8 +209,7 @@ class Config(RecBoleConfig):
         super()._load_internal_config_dict(model, model_class, dataset)
         with open(resource_dir("properties") / "overall.yaml", encoding="utf-8") as f:
             defaults = yaml.load(f.read(), Loader=self.yaml_loader) or {}
-        name = self.external_config_dict.get("unlearner", defaults.get("unlearner"))
-        unlearner = get_unlearner(name).__name__
+        unlearner = canonical_unlearner(self.external_config_dict.get("unlearner", defaults.get("unlearner")))
         for path in plugin_property_files(model, unlearner, dataset):
             loaded = self._update_internal_config_dict(str(path))
             if path.parent.name == "dataset_configs" and loaded:
@@ -90,6 +219,14 @@ class Config(RecBoleConfig):
         self.internal_config_dict["unlearner"] = unlearner
         if "unlearner" in self.external_config_dict:
             self.external_config_dict["unlearner"] = unlearner
+
+
+def _recbole_spec(key: str, default) -> KeySpec | None:
+    """A type check for a RecBole key from the type of RecBole's default (bool, int, float)."""
+    for kind, types in (("bool", bool), ("int", int), ("float", float)):
+        if isinstance(default, types):
+            return KeySpec(key, kind, str(default), "", "recbole")
+    return None
 
 
 def config_with(config: RecBoleConfig, **overrides) -> RecBoleConfig:

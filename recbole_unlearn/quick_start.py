@@ -7,36 +7,33 @@ Retrain* → every row evaluated on the same loaders → results.json, table, Θ
 from __future__ import annotations
 
 import copy
-import hashlib
+import dataclasses
+import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
 
-import numpy as np
+import pandas as pd
 import torch
 from recbole.data import create_dataset
 from recbole.utils import init_logger, init_seed
 
-from recbole_unlearn.checkpoint import load_checkpoint, save_checkpoint, write_json
+from recbole_unlearn.checkpoint import Checkpoint, file_sha256, read_checkpoint, remap_rows, save_checkpoint
 from recbole_unlearn.config import Config, config_with
 from recbole_unlearn.data import ForgetRequest, build_loaders, build_request, inject_pairs, remaining_dataset
-from recbole_unlearn.data.remaining import dataset_keys
+from recbole_unlearn.data.ledger import Ledger, data_fingerprint, new_request_id, token_codes, tokens_of
+from recbole_unlearn.data.remaining import dataset_keys, select_rows
 from recbole_unlearn.errors import UnlearnInputError
+from recbole_unlearn.options import shown
+from recbole_unlearn.outputs import RunOutputs, append_audit
 from recbole_unlearn.report import evaluate_row, forget_user_topk, format_table, make_eval_setup
 from recbole_unlearn.unlearner import get_unlearner
 from recbole_unlearn.unlearner.base import BestStateTrainer, UnlearnOutcome, UnlearnTask
 from recbole_unlearn.unlearner.retrain import Retrain
 
 logger = logging.getLogger(__name__)
-
-
-def data_fingerprint(train) -> str:
-    """A short hash of D_a's pairs and id space: a checkpoint only fits the data it saw."""
-    keys = np.sort(dataset_keys(train))
-    h = hashlib.sha256(keys.tobytes())
-    h.update(f"{train.user_num}/{train.item_num}".encode())
-    return h.hexdigest()[:16]
 
 
 def train_original(config, train, valid) -> tuple[torch.nn.Module, float]:
@@ -48,18 +45,53 @@ def train_original(config, train, valid) -> tuple[torch.nn.Module, float]:
     return trainer.model.eval(), perf_counter() - start
 
 
-def load_original(config, train) -> torch.nn.Module:
-    """Θ_a from ``config['checkpoint']``, checked against this run's model and data."""
-    state, meta = load_checkpoint(config["checkpoint"], allow_pickle=bool(config["allow_pickle_checkpoint"]))
-    model = config.model_class(config, train)
-    if meta.get("model") not in (None, config["model"]):
-        raise UnlearnInputError(f"checkpoint holds a {meta['model']} model, not {config['model']}")
-    if meta.get("fingerprint") not in (None, data_fingerprint(train)):
+def _split_is_fixed(config) -> bool:
+    return bool(config["benchmark_filename"])
+
+
+def check_fingerprint(config, ckpt: Checkpoint, train, ledger: Ledger, source_rows: int) -> None:
+    """The checkpoint holds this run's model, trained on ``train`` (the split less the
+    ledger's requests)."""
+    path = shown(str(config["checkpoint"]))
+    if ckpt.meta.get("model") not in (None, config["model"]):
+        raise UnlearnInputError(f"checkpoint holds a {shown(ckpt.meta['model'], 60)} model, not {config['model']}")
+    fingerprint = ckpt.meta.get("fingerprint")
+    if fingerprint is None:
+        if config["allow_unfingerprinted_checkpoint"]:
+            logger.warning("checkpoint %s has no data fingerprint: it is assumed to fit this split", path)
+            return
         raise UnlearnInputError(
-            f"checkpoint {config['checkpoint']} was trained on other data than this run's training "
-            f"split (dataset {meta.get('dataset')!r}, seed {meta.get('seed')}, forget "
-            f"{meta.get('forget')!r}); use the same dataset, seed and scenario"
+            f"checkpoint {path} has no data fingerprint, so it cannot be checked against this run's "
+            "training split; convert it or give allow_unfingerprinted_checkpoint=True if you know it fits"
         )
+    if fingerprint == data_fingerprint(train):
+        return
+    before = ckpt.meta.get("source_rows")
+    if not _split_is_fixed(config) and isinstance(before, int) and source_rows < before:
+        raise UnlearnInputError(
+            f"checkpoint {path}: the dataset's atomic file has {before - source_rows} rows fewer than when "
+            "the model was trained, and the split is random (eval_args split RS), so its training split "
+            "cannot be rebuilt; keep forgotten rows in the file (the checkpoint's ledger removes them) or "
+            "use a fixed split (benchmark_filename)"
+        )
+    raise UnlearnInputError(
+        f"checkpoint {path} was trained on other data than this run's training split (dataset "
+        f"{ckpt.meta.get('dataset')!r}, seed {ckpt.meta.get('seed')}, forget {ckpt.meta.get('forget')!r}, "
+        f"{len(ledger.entries)} honoured requests removed); use the dataset, seed, split settings "
+        "and scenario it was trained with"
+    )
+
+
+def load_original(config, train, ckpt: Checkpoint) -> torch.nn.Module:
+    """Θ_a from checkpoint ``ckpt`` (already checked against ``train``), its rows mapped onto
+    this dataset's ids when the ids were renumbered."""
+    ensemble = ckpt.meta.get("ensemble")
+    if ensemble is not None:
+        return get_unlearner(ensemble).restore_ensemble(config, train, ckpt.state_dict).eval()
+    model = config.model_class(config, train)
+    state = ckpt.state_dict
+    if ckpt.id_codes is not None:
+        state = remap_rows(state, ckpt.id_codes, current_codes(train, ckpt.meta), model.state_dict())
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # tensor shapes of another dataset or embedding size
@@ -67,6 +99,13 @@ def load_original(config, train) -> torch.nn.Module:
     if missing or [k for k in unexpected if not k.startswith("restore_")]:
         raise UnlearnInputError(f"checkpoint does not fit the model: missing {missing}, unexpected {unexpected}")
     return model.eval()
+
+
+def current_codes(dataset, meta: dict) -> dict:
+    """Salted token codes of ``dataset``'s internal ids, with the salt of checkpoint ``meta``."""
+    salt = bytes.fromhex(Ledger.from_meta(meta).salt)
+    return {kind: token_codes(tokens_of(dataset, f), salt)
+            for kind, f in (("user", dataset.uid_field), ("item", dataset.iid_field))}
 
 
 def _meta(config, train, **extra) -> dict:
@@ -85,7 +124,7 @@ class Experiment:
     """One split, one request and the original model Θ_a: what every row starts from."""
 
     config: Config
-    train: object  # D_a (with injected pairs in the noise scenario)
+    train: object  # D_a (with injected pairs in the noise scenario; less the ledger's requests)
     valid: object  # validation Dataset
     test: object  # test Dataset
     request: ForgetRequest
@@ -94,31 +133,60 @@ class Experiment:
     remaining: object  # D_r
     valid_r: object  # validation loader with history D_r (early stopping of every row)
     test_r: object  # test loader with history D_r (evaluation of every row)
+    ledger: Ledger = field(default_factory=Ledger)
+    checkpoint: Checkpoint | None = None
+    source_rows: int = 0
+
+
+def dataset_or_error(config):
+    """RecBole's dataset, after checking its files exist (RecBole would try to download it)."""
+    folder = Path(config["data_path"])
+    name = config["dataset"]
+    files = [f"{name}.{b}.inter" for b in config["benchmark_filename"]] if config["benchmark_filename"] else [f"{name}.inter"]
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise UnlearnInputError(
+            f"dataset {shown(name, 80)}: {shown(missing[0], 80)} not found in {shown(str(folder))}; "
+            "give --data_path=FOLDER, the folder that holds the dataset's folder"
+        )
+    try:
+        return create_dataset(config)
+    except (OSError, ValueError, KeyError, pd.errors.ParserError) as e:
+        raise UnlearnInputError(f"dataset {shown(name, 80)} cannot be read: {shown(str(e))}") from None
 
 
 def prepare(config: Config, saved: bool = True) -> Experiment:
-    """Dataset, split (built once), request, Θ_a (trained or loaded) and the D_r loaders."""
+    """Dataset, split (built once), the checkpoint's ledger applied, request, Θ_a (trained or
+    loaded) and the D_r loaders.  Writes nothing (``saved`` is kept for callers)."""
     init_seed(config["seed"], config["reproducibility"])
-    full = create_dataset(config)
+    full = dataset_or_error(config)
     train_a, valid_ds, test_ds = full.build()
+    ckpt, ledger = None, Ledger()
+    if config["checkpoint"]:
+        ckpt = read_checkpoint(config["checkpoint"], allow_pickle=bool(config["allow_pickle_checkpoint"]))
+        try:
+            ledger = Ledger.from_meta(ckpt.meta)
+        except ValueError as e:
+            raise UnlearnInputError(f"checkpoint {shown(str(config['checkpoint']))}: {e}") from None
+        if ledger.entries:
+            train_a = select_rows(train_a, ~ledger.forgotten_rows(train_a))
     request = build_request(config, train_a, dataset_keys(full))
     if request.inject:
         train_a = inject_pairs(train_a, request.users, request.items)
     logger.info("forget request: %s", request.summary())
-    if config["checkpoint"]:
-        original = load_original(config, train_a)
+    source_rows = len(full.inter_feat)
+    if ckpt is not None:
+        check_fingerprint(config, ckpt, train_a, ledger, source_rows)
+        original = load_original(config, train_a, ckpt)
         row = {"train_time_s": None, "checkpoint": str(config["checkpoint"])}
     else:
         _, valid_a, _ = build_loaders(config, train_a, valid_ds, test_ds)
         original, train_time = train_original(config, train_a, valid_a)
         row = {"train_time_s": train_time}
-        if saved and config["save_original"]:
-            path = Path(config["checkpoint_dir"]) / f"{config['dataset']}-{config['model']}-original.pth"
-            save_checkpoint(path, original.state_dict(), _meta(config, train_a, role="original"))
-            row["checkpoint"] = str(path)
     remaining = remaining_dataset(train_a, request)
     _, valid_r, test_r = build_loaders(config, remaining, valid_ds, test_ds)
-    return Experiment(config, train_a, valid_ds, test_ds, request, original, row, remaining, valid_r, test_r)
+    return Experiment(config, train_a, valid_ds, test_ds, request, original, row, remaining, valid_r, test_r,
+                      ledger, ckpt, source_rows)
 
 
 def run_unlearner(exp: Experiment, cls: type, config: Config | None = None) -> UnlearnOutcome:
@@ -157,25 +225,45 @@ def evaluate_rows(exp: Experiment, models: dict, rows: dict) -> None:
 
 
 def run_unlearn(model=None, dataset=None, config_file_list=None, config_dict=None, saved: bool = True) -> dict:
-    """Run one unlearning experiment; returns the results dict (also written to ``results``).
+    """Run one unlearning request; returns the results dict.
+
+    With ``saved`` the run's outputs (the original it trained, the unlearned checkpoint with
+    its ledger, results.json) are staged and published together at the end, and one record is
+    appended to the audit trail; a failed run publishes nothing.
 
     Args:
         model: model name (``ENMF``, ``LightGCN``) or None to take it from the config.
         dataset: dataset name or None.
         config_file_list: the user's YAML files (override the plugin's properties).
         config_dict: keys overriding the files.
-        saved: write results.json and the checkpoints.
+        saved: write the outputs.
     """
     config = Config(model, dataset, config_file_list, config_dict)
     init_logger(config)
     logger.info(config)
     unlearner_cls = get_unlearner(config["unlearner"])
     plan = comparison_plan(config, unlearner_cls)
+    for _, cls, cfg in plan:
+        cls.params_class.from_config(cfg)  # bad keys fail before any training
     unlearner_name = unlearner_cls.__name__
-    out_path = Path(config["checkpoint_dir"]) / f"{config['dataset']}-{config['model']}-{unlearner_name}.pth"
-    if saved and config["checkpoint"] and out_path.resolve() == Path(config["checkpoint"]).resolve():
-        raise UnlearnInputError(f"the unlearned model would overwrite the input checkpoint {out_path}")
-    exp = prepare(config, saved=saved)
+    inputs = [config["checkpoint"], config["forget_file"], *(config_file_list or [])]
+    outputs = RunOutputs(config, unlearner_name, inputs) if saved else None
+    try:
+        exp = prepare(config)
+        results = _run_rows(exp, plan, unlearner_cls)
+        if saved:
+            _publish(exp, results, models=results.pop("_models"), outputs=outputs, unlearner=unlearner_name)
+        else:
+            results.pop("_models")
+    except BaseException:
+        if outputs is not None:
+            outputs.abort()
+        raise
+    return results
+
+
+def _run_rows(exp: Experiment, plan, unlearner_cls) -> dict:
+    config = exp.config
     rows: dict[str, dict] = {"Original": exp.original_row}
     models: dict[str, torch.nn.Module] = {"Original": exp.original}
     for name, cls, cfg in plan:
@@ -184,7 +272,6 @@ def run_unlearn(model=None, dataset=None, config_file_list=None, config_dict=Non
         models[name] = outcome.model
         rows[name] = {"time_s": outcome.time_s, **outcome.info}
     evaluate_rows(exp, models, rows)
-
     results = {
         "dataset": config["dataset"],
         "model": config["model"],
@@ -192,11 +279,60 @@ def run_unlearn(model=None, dataset=None, config_file_list=None, config_dict=Non
         "seed": config["seed"],
         "forget": exp.request.summary(),
         "rows": rows,
+        "_models": models,
     }
     logger.info("results (k=20; F- = forgetting users):\n" + format_table(results))
-    if saved:
-        meta = _meta(config, exp.remaining, role="unlearned", unlearner=unlearner_name)
-        save_checkpoint(out_path, models[unlearner_name].state_dict(), meta)
-        results["checkpoint"] = str(out_path)
-        write_json(config["results"], results)
     return results
+
+
+def _publish(exp: Experiment, results: dict, models: dict, outputs: RunOutputs, unlearner: str) -> None:
+    """Stage the checkpoints, publish everything, append the audit record."""
+    config = exp.config
+    request_id = str(config["request_id"] or new_request_id())
+    stem = f"{config['dataset']}-{config['model']}"
+    common = {"source_rows": exp.source_rows}
+    if exp.checkpoint is None and config["save_original"]:
+        name = f"{stem}-original.pth"
+        save_checkpoint(outputs.path(name), models["Original"].state_dict(),
+                        _meta(config, exp.train, role="original", ledger=exp.ledger.to_meta(), **common),
+                        current_codes(exp.train, {"ledger": exp.ledger.to_meta()}))
+        results["rows"]["Original"]["checkpoint"] = str(outputs.final(name))
+    ledger = Ledger(exp.ledger.salt, list(exp.ledger.entries))
+    if len(exp.request) > 0 and not exp.request.inject:
+        ledger.record(exp.train, exp.request, request_id)
+    model = models[unlearner]
+    extra = {"ensemble": unlearner} if getattr(model, "is_ensemble", False) else {}
+    name = f"{stem}-{unlearner}.pth"
+    meta = _meta(config, exp.remaining, role="unlearned", unlearner=unlearner, request_id=request_id,
+                 ledger=ledger.to_meta(), parent_sha256=exp.checkpoint.sha256 if exp.checkpoint else None,
+                 **common, **extra)
+    save_checkpoint(outputs.path(name), model.state_dict(), meta, current_codes(exp.remaining, meta))
+    results["checkpoint"] = str(outputs.final(name))
+    results["request_id"] = request_id
+    results["ledger_requests"] = len(ledger.entries)
+    outputs.publish(results)
+    rows = results["rows"]
+    forget_file = config["forget"] == "file" and config["forget_file"]
+    append_audit(outputs.audit, {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "request_id": request_id,
+        "request_file_sha256": file_sha256(forget_file) if forget_file else None,
+        "request": exp.request.summary(),
+        "unlearner": unlearner,
+        "params": _params_of(config, unlearner),
+        "input_checkpoint": ({"path": str(Path(config["checkpoint"]).resolve()), "sha256": exp.checkpoint.sha256}
+                             if exp.checkpoint else None),
+        "output_checkpoint": {"path": str(outputs.final(name).resolve()), "sha256": file_sha256(outputs.final(name))},
+        "fingerprint": meta["fingerprint"],
+        "evidence": {
+            "repredict_original": rows["Original"].get("repredict_score"),
+            "repredict_unlearned": rows[unlearner].get("repredict_score"),
+            "mia_auc_original": rows["Original"].get("mia_auc"),
+            "mia_auc_unlearned": rows[unlearner].get("mia_auc"),
+        },
+    })
+
+
+def _params_of(config, unlearner: str) -> dict:
+    params = get_unlearner(unlearner).params_class.from_config(config)
+    return json.loads(json.dumps(dataclasses.asdict(params), default=str))

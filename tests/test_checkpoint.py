@@ -83,7 +83,7 @@ def test_pipeline_reproduces_the_original_from_a_checkpoint(tmp_path, model):
     [
         ("ENMF", {"seed": 7}, "trained on other data"),  # another split
         ("ENMF", {"forget": "noise"}, "trained on other data"),  # injected pairs change D_a
-        ("LightGCN", {}, "holds a ENMF model, not LightGCN"),
+        ("LightGCN", {}, "holds a 'ENMF' model, not LightGCN"),
         ("ENMF", {"embedding_size": 8}, "does not fit the model"),
     ],
 )
@@ -111,8 +111,12 @@ def test_stock_recbole_checkpoint_needs_the_opt_in(tmp_path):
     state, meta = load_checkpoint(path, allow_pickle=True)
     assert meta == {"format": "recbole", "model": "ENMF"}
     assert all(torch.equal(state[k], v) for k, v in exp.original.state_dict().items())
+    # a stock checkpoint carries no data fingerprint: refused without the second opt-in
+    with pytest.raises(UnlearnInputError, match="no data fingerprint"):
+        prepare(make_config("ENMF", forget="private", checkpoint=str(path), allow_pickle_checkpoint=True), saved=False)
     loaded = prepare(
-        make_config("ENMF", forget="private", checkpoint=str(path), allow_pickle_checkpoint=True), saved=False
+        make_config("ENMF", forget="private", checkpoint=str(path), allow_pickle_checkpoint=True,
+                    allow_unfingerprinted_checkpoint=True), saved=False
     )
     assert torch.equal(all_scores(loaded.original), all_scores(exp.original))
     assert digest(path) == before
@@ -130,14 +134,15 @@ def test_unreadable_checkpoints_are_input_errors(tmp_path, content):
         load_checkpoint(path)
 
 
-def test_run_never_overwrites_its_input_checkpoint(tmp_path):
-    """The unlearned model goes to <checkpoint_dir>/<dataset>-<model>-<Unlearner>.pth; if that
-    is the input checkpoint the run is refused before doing anything."""
+@pytest.mark.parametrize("key", ["results", "run_dir", "audit_log"])
+def test_an_output_that_is_an_input_is_refused_before_any_work(tmp_path, key):
+    """``--results=<the input checkpoint>`` (or any output path equal to an input) is an
+    error: nothing is trained, written or replaced."""
     target = tmp_path / "tiny-ENMF-WarmStart.pth"
     save_checkpoint(target, {"w": torch.ones(1)}, {})
     before = digest(target)
-    cfg = tiny_config_dict("ENMF", unlearner="WarmStart", checkpoint=str(target),
-                           checkpoint_dir=str(tmp_path), results=str(tmp_path / "r.json"))
-    with pytest.raises(UnlearnInputError, match="overwrite the input checkpoint"):
+    cfg = tiny_config_dict("ENMF", unlearner="WarmStart", checkpoint=str(target), checkpoint_dir=str(tmp_path))
+    cfg[key] = str(target)
+    with pytest.raises(UnlearnInputError, match="is also an input"):
         run_unlearn("ENMF", "tiny", config_dict=cfg)
     assert digest(target) == before and sorted(os.listdir(tmp_path)) == [target.name]

@@ -82,10 +82,11 @@ def test_good_run_files_are_atomic_and_safe(good_run):
     assert proc.returncode == 0, proc.stderr
     results = json.loads((cwd / "out" / "r.json").read_text())
     assert files_under(cwd / "out") == ["r.json"]
-    assert files_under(ckpt_dir) == ["tiny-ENMF-WarmStart.pth", "tiny-ENMF-original.pth"]
-    assert Path(cwd, results["checkpoint"]) == ckpt_dir / "tiny-ENMF-WarmStart.pth"
+    run = Path(cwd, results["checkpoint"]).parent
+    assert files_under(ckpt_dir) == ["audit.jsonl", f"{run.name}/tiny-ENMF-WarmStart.pth",
+                                     f"{run.name}/tiny-ENMF-original.pth"]
     for name, role in (("WarmStart", "unlearned"), ("original", "original")):
-        payload = torch.load(ckpt_dir / f"tiny-ENMF-{name}.pth", weights_only=True)
+        payload = torch.load(run / f"tiny-ENMF-{name}.pth", weights_only=True)
         meta = json.loads(payload["meta_json"])
         assert meta["role"] == role and meta["model"] == "ENMF" and meta["seed"] == 11
         assert payload["state_dict"]["user_embedding.weight"].shape == (61, 16)
@@ -105,8 +106,8 @@ UNKNOWN_USER = "user_id:token\titem_id:token\nnobody\ti1\n"
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(good_run, tmp_path, args, file_text, message):
-    _, ckpt_dir, _ = good_run
-    checkpoint = ckpt_dir / "tiny-ENMF-original.pth"
+    cwd, _, _ = good_run
+    checkpoint = Path(json.loads((cwd / "out" / "r.json").read_text())["rows"]["Original"]["checkpoint"])
     before = digest(checkpoint)
     if file_text is not None:
         (tmp_path / "r.forget").write_text(file_text)

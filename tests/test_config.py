@@ -189,8 +189,11 @@ def test_python_api_writes_results_where_asked(tmp_path):
     assert written == json.loads(json.dumps(returned))
     assert written["unlearner"] == "WarmStart" and written["forget"]["users"] == 4
     assert set(written["rows"]) == {"Original", "WarmStart"}
-    assert Path(written["checkpoint"]) == tmp_path / "ck" / "tiny-ENMF-WarmStart.pth"
-    assert sorted(os.listdir(tmp_path / "ck")) == ["tiny-ENMF-WarmStart.pth", "tiny-ENMF-original.pth"]
+    run_dir = Path(written["checkpoint"]).parent  # every run has its own folder
+    assert run_dir.parent == tmp_path / "ck" and run_dir.name.startswith("tiny-ENMF-WarmStart-")
+    assert sorted(os.listdir(tmp_path / "ck")) == ["audit.jsonl", run_dir.name]
+    assert sorted(os.listdir(run_dir)) == ["tiny-ENMF-WarmStart.pth", "tiny-ENMF-original.pth"]
+    assert Path(written["rows"]["Original"]["checkpoint"]) == run_dir / "tiny-ENMF-original.pth"
     assert os.listdir(results_path.parent) == ["r.json"]
     saved = torch.load(written["checkpoint"], weights_only=True)
     assert "user_embedding.weight" in saved["state_dict"]

@@ -22,6 +22,7 @@ import numpy as np
 
 from recbole_unlearn.data.remaining import dataset_keys, pair_keys
 from recbole_unlearn.errors import UnlearnInputError
+from recbole_unlearn.options import shown as _shown
 
 MODES = ("private", "noise", "users", "random", "file")
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class ForgetRequest:
     items: np.ndarray
     inject: bool = False
     details: dict = field(default_factory=dict)
+    whole_users: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.users)
@@ -108,7 +110,8 @@ def users_request(train, fraction: float, selection: str, rng: np.random.Generat
         raise UnlearnInputError(f"forget_selection must be random, core or edge, not {selection!r}")
     mask = np.isin(users, order[:n])
     return ForgetRequest("users", users[mask].astype(np.int64), items[mask].astype(np.int64),
-                         details={"selection": selection, "fraction": fraction})
+                         details={"selection": selection, "fraction": fraction},
+                         whole_users=np.sort(order[:n]).astype(np.int64))
 
 
 def random_request(train, fraction: float, rng: np.random.Generator) -> ForgetRequest:
@@ -123,43 +126,62 @@ def random_request(train, fraction: float, rng: np.random.Generator) -> ForgetRe
 def load_forget_file(path: str | Path, train) -> ForgetRequest:
     """Read an atomic ``.forget`` file (tab-separated, header ``user_id:token[\\titem_id:token]``).
 
+    The file is data: every error is one line and echoes at most ``MAX_SHOWN`` characters of
+    any token, line or path (see :func:`recbole_unlearn.options.shown`).
+
     Raises:
-        UnlearnInputError: missing, empty or malformed file, or an unknown user/item token.
+        UnlearnInputError: missing, unreadable, empty or malformed file (not UTF-8, wrong
+            header, extra cells, ...), or an unknown user/item token.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UnlearnInputError(f"forget file not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the header
+        path = Path(path)
+    except TypeError:
+        raise UnlearnInputError(f"forget_file must be a path, not {_shown(path)}") from None
+    where = f"forget file {_shown(str(path))}"
+    try:
+        if not path.is_file():
+            if path.exists():
+                raise UnlearnInputError(f"{where} is not a regular file")
+            raise UnlearnInputError(f"forget file not found: {_shown(str(path))}")
+        data = path.read_bytes()
+    except OSError as e:  # permission denied, name too long, I/O error, removed meanwhile, ...
+        reason = e.strerror if isinstance(e.strerror, str) and e.strerror.isprintable() else ""
+        raise UnlearnInputError(
+            f"cannot read {where}: {type(e).__name__}" + (f" ({reason[:80]})" if reason else "")
+        ) from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UnlearnInputError(f"{where} is not UTF-8 text (it looks like UTF-16; save it as UTF-8)")
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark is not part of the header
     except UnicodeDecodeError as e:
-        raise UnlearnInputError(f"forget file {path} is not UTF-8 text ({e.reason})") from None
-    lines = [ln.rstrip("\r\n") for ln in text.splitlines()]
-    lines = [ln for ln in lines if ln.strip()]
+        raise UnlearnInputError(f"{where} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    # (line number in the file, line) of the non-blank lines: errors name the physical line
+    lines = [(n, ln) for n, ln in enumerate(text.splitlines(), start=1) if ln.strip()]
     if not lines:
-        raise UnlearnInputError(f"forget file {path} is empty")
-    header = [h.strip() for h in lines[0].split("\t")]
+        raise UnlearnInputError(f"{where} is empty")
+    header = [h.strip() for h in lines[0][1].split("\t")]
     uid, iid = f"{train.uid_field}:token", f"{train.iid_field}:token"
     if header not in ([uid], [uid, iid]):
         raise UnlearnInputError(
-            f"forget file {path}: header must be '{uid}' or '{uid}<TAB>{iid}', got {lines[0]!r}"
+            f"{where}: header must be '{uid}' or '{uid}<TAB>{iid}', got {_shown(lines[0][1])}"
         )
     if len(lines) == 1:
-        raise UnlearnInputError(f"forget file {path} has a header but no request lines")
+        raise UnlearnInputError(f"{where} has a header but no request lines")
     users_tok = train.field2token_id[train.uid_field]
     items_tok = train.field2token_id[train.iid_field]
     whole_users, pu, pi = [], [], []
-    for lineno, line in enumerate(lines[1:], start=2):
+    for lineno, line in lines[1:]:
         cells = [c.strip() for c in line.split("\t")]
         if len(cells) > len(header) or not cells[0]:
-            raise UnlearnInputError(f"forget file {path}, line {lineno}: malformed line {line!r}")
-        if cells[0] not in users_tok or cells[0] == "[PAD]":
-            raise UnlearnInputError(f"forget file {path}, line {lineno}: unknown user token {cells[0]!r}")
+            raise UnlearnInputError(f"{where}, line {lineno}: malformed line {_shown(line)}")
+        if cells[0] == "[PAD]" or cells[0] not in users_tok:
+            raise UnlearnInputError(f"{where}, line {lineno}: unknown user token {_shown(cells[0])}")
         user = users_tok[cells[0]]
         if len(cells) == 1 or not cells[1]:
             whole_users.append(user)
             continue
-        if cells[1] not in items_tok or cells[1] == "[PAD]":
-            raise UnlearnInputError(f"forget file {path}, line {lineno}: unknown item token {cells[1]!r}")
+        if cells[1] == "[PAD]" or cells[1] not in items_tok:
+            raise UnlearnInputError(f"{where}, line {lineno}: unknown item token {_shown(cells[1])}")
         pu.append(user)
         pi.append(items_tok[cells[1]])
     users, items, _ = _user_histories(train)
@@ -169,6 +191,7 @@ def load_forget_file(path: str | Path, train) -> ForgetRequest:
         np.concatenate([users[mask], np.asarray(pu, dtype=np.int64)]).astype(np.int64),
         np.concatenate([items[mask], np.asarray(pi, dtype=np.int64)]).astype(np.int64),
         details={"file": str(path)},
+        whole_users=np.unique(np.asarray(whole_users, dtype=np.int64)),
     )
 
 
@@ -200,7 +223,7 @@ def validate_request(request: ForgetRequest, train, missing: str = "error") -> F
                 + " (set forget_missing: drop to drop them with a warning)"
             )
         logger.warning("dropping %d requested pairs not in the training data: %s", len(bad_u), shown)
-    return ForgetRequest(request.mode, users[present], items[present], False, request.details)
+    return ForgetRequest(request.mode, users[present], items[present], False, request.details, request.whole_users)
 
 
 def build_request(config, train, seen_keys: np.ndarray) -> ForgetRequest:

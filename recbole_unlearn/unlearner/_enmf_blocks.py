@@ -50,7 +50,8 @@ def block_sums(rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, ve
     Returns sums of v vᵀ, v ⊙ v and v for each target row (zeros for rows without pairs).
     """
     n, d = len(targets), vectors.shape[1]
-    position = torch.full((int(max(rows.max(), targets.max())) + 1 if len(rows) else len(targets) + 1,), -1)
+    size = max(int(rows.max()) if len(rows) else -1, int(targets.max()) if len(targets) else -1) + 1
+    position = torch.full((size,), -1)
     position[targets] = torch.arange(n)
     pos = position[rows] if len(rows) else rows
     keep = pos >= 0

@@ -87,6 +87,7 @@ class ShardEnsemble(GeneralRecommender):
     """
 
     input_type = InputType.POINTWISE
+    is_ensemble = True
 
     def __init__(self, config, dataset, keys: np.ndarray, shard_of: np.ndarray, submodels: list):
         super().__init__(config, dataset)
@@ -131,6 +132,13 @@ class ShardEnsemble(GeneralRecommender):
         self.knows_user = torch.stack(knows_user, 1)  # [n_users, K]
         self.knows_item = torch.stack(knows_item, 1)  # [n_items, K]
         self.clear_cache()
+
+    def keep_partition(self, keys: np.ndarray) -> None:
+        """Drop every pair not in ``keys`` from the stored partition (after a request, so the
+        ensemble's state no longer names the forgotten pairs)."""
+        keep = torch.isin(self.partition_keys, torch.as_tensor(keys, dtype=torch.long))
+        self.partition_keys = self.partition_keys[keep]
+        self.partition_shards = self.partition_shards[keep]
 
     def replace_shard(self, k: int, model: nn.Module) -> None:
         """Put a (re)trained sub-model in slot ``k``."""
@@ -209,6 +217,33 @@ class ShardedUnlearner(Unlearner):
     params_class = ShardParams
     ensemble_class: ClassVar[type] = ShardEnsemble
     has_aggregator: ClassVar[bool] = False
+    accepts_ensemble = True
+
+    @classmethod
+    def restore_ensemble(cls, config, train, state: dict) -> ShardEnsemble:
+        """The ensemble saved in ``state`` (an unlearned checkpoint of this method) on ``train``,
+        the checkpoint's remaining data: the start of the next request of a chain."""
+        if "partition_keys" not in state:
+            raise UnlearnInputError(f"the checkpoint is not a {cls.__name__} ensemble")
+        keys, shards = state["partition_keys"].numpy(), state["partition_shards"].numpy()
+        n_shards = len({k.split(".")[1] for k in state if k.startswith("shards.")})
+        ensemble = None
+        try:
+            row_shards = shards[np.searchsorted(keys, dataset_keys(train)).clip(max=len(keys) - 1)]
+            parts = split_dataset(train, row_shards, n_shards)
+            models = [config.model_class(config, part) for part in parts]
+            ensemble = cls.ensemble_class(config, train, keys, shards, models)
+            ensemble.load_state_dict(state)
+        except (RuntimeError, IndexError, UnlearnInputError) as e:
+            raise UnlearnInputError(f"the checkpoint's {cls.__name__} ensemble does not fit this data: {e}") from None
+        return ensemble
+
+    def settings_check(self, task) -> None:
+        """A chained ensemble must be this method's."""
+        if not isinstance(task.original, self.ensemble_class):
+            raise UnlearnInputError(
+                f"the checkpoint holds a {type(task.original).__name__}, not a {type(self).__name__} ensemble"
+            )
 
     def partition(self, task) -> np.ndarray:
         """Shard id (0..K-1) of each interaction of ``task.train`` (D_a), [n_inter]."""
@@ -223,6 +258,11 @@ class ShardedUnlearner(Unlearner):
 
     # ---- pretraining: build (or load) the ensemble on D_a ----------------------------------
     def pretrain(self, task) -> bool:
+        if getattr(task.original, "is_ensemble", False):  # the next request of a chain
+            self.settings_check(task)
+            self.base_class = type(task.original.shards[0])
+            self.info.update(shards_reused=True, n_shards=self.model.n_shards)
+            return False
         score_embeddings(task.original)  # unsupported models fail before any training
         if self.params.n_shards < 1:
             raise UnlearnInputError(f"n_shards must be at least 1, not {self.params.n_shards}")
@@ -268,6 +308,7 @@ class ShardedUnlearner(Unlearner):
             epochs.append(len(self.train_loss_dict))
         shards_time, start = perf_counter() - start, perf_counter()
         self.refresh_aggregator(ensemble, remaining, task.valid)
+        ensemble.keep_partition(dataset_keys(remaining))
         self.model = ensemble
         self.info.update(shards_retrained=len(touched), retrained_shards=touched.tolist(), shard_epochs=epochs,
                          shards_time_s=shards_time)
@@ -305,7 +346,7 @@ class ShardedUnlearner(Unlearner):
 
     # ---- persistence -----------------------------------------------------------------------
     def _checkpoint(self, task) -> tuple[Path, dict]:
-        from recbole_unlearn.quick_start import data_fingerprint  # quick_start imports the registry
+        from recbole_unlearn.data.ledger import data_fingerprint
 
         fingerprint = data_fingerprint(task.train)
         name = type(self).__name__

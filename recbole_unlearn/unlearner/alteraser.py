@@ -27,7 +27,7 @@ import torch
 
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.model.enmf import ENMF
-from recbole_unlearn.unlearner import register_unlearner
+from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._alteraser_blocks import BlockLosses, neighbours
 from recbole_unlearn.unlearner._enmf_blocks import ENMFBlocks, block_sums
 from recbole_unlearn.unlearner._hf_newton import HFSettings, adamw_minimise, hf_newton

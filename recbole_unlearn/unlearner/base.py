@@ -14,6 +14,7 @@ from recbole.trainer import Trainer
 
 from recbole_unlearn.data.forget import ForgetRequest
 from recbole_unlearn.data.remaining import remaining_dataset, train_loader
+from recbole_unlearn.errors import UnlearnInputError
 
 
 @dataclass
@@ -106,6 +107,8 @@ class Unlearner(BestStateTrainer):
     """
 
     params_class: ClassVar[type[Params]] = Params
+    #: whether the method can start from a sharded ensemble (a SISA / RecEraser checkpoint)
+    accepts_ensemble: ClassVar[bool] = False
 
     def __init__(self, config, model: torch.nn.Module):
         super().__init__(config, model)
@@ -121,6 +124,12 @@ class Unlearner(BestStateTrainer):
         (ENMF history, LightGCN graph) to D_r, and :meth:`erase` updates the parameters.
         An empty request returns Θ_a unchanged.
         """
+        if getattr(task.original, "is_ensemble", False) and not self.accepts_ensemble:
+            raise UnlearnInputError(
+                f"the checkpoint holds a {type(task.original).__name__} of shard models, which "
+                f"{type(self).__name__} cannot update; continue its chain with the unlearner that built it, "
+                "or Retrain"
+            )
         start = perf_counter()
         if self.pretrain(task):
             self.info["pretrain_time_s"] = perf_counter() - start

@@ -48,7 +48,7 @@ import torch
 
 from recbole_unlearn.data.remaining import dataset_keys
 from recbole_unlearn.errors import UnlearnInputError
-from recbole_unlearn.unlearner import register_unlearner
+from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._influence import (
     BPRTriples,
     autograd_gradient_and_hvp,

@@ -35,7 +35,7 @@ from recbole.utils import init_seed
 
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.model.enmf import history_csr
-from recbole_unlearn.unlearner import register_unlearner
+from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._shards import ShardedUnlearner, ShardEnsemble, ShardParams, score_embeddings
 
 

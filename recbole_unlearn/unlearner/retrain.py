@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from recbole.utils import init_seed
 
-from recbole_unlearn.unlearner import register_unlearner
+from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner.base import Params, Unlearner
 
 
@@ -25,10 +25,11 @@ class Retrain(Unlearner):
     """Train a fresh model of the same class on D_r."""
 
     params_class = RetrainParams
+    accepts_ensemble = True  # it trains a fresh model of the run's model class
 
     def erase(self, task, remaining) -> None:
         seed = self.params.retrain_seed if self.params.retrain_seed is not None else self.config["seed"]
         init_seed(seed, self.config["reproducibility"])
-        self.model = type(task.original)(self.config, remaining).to(self.device)
+        self.model = self.config.model_class(self.config, remaining).to(self.device)
         self.reset_optimizer()
         self.fit_on(remaining, task.valid)

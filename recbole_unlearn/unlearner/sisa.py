@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from recbole_unlearn.errors import UnlearnInputError
-from recbole_unlearn.unlearner import register_unlearner
+from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._shards import ShardedUnlearner, ShardEnsemble, ShardParams
 
 

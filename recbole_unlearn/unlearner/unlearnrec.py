@@ -35,7 +35,7 @@ from recbole.utils import init_seed
 from recbole_unlearn.checkpoint import load_checkpoint, save_checkpoint
 from recbole_unlearn.data.remaining import select_rows, train_loader
 from recbole_unlearn.errors import UnlearnInputError
-from recbole_unlearn.unlearner import register_unlearner
+from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._influence_encoder import (
     ENCODER_FORMAT, InfluenceEncoder, PairSampler, align_loss, check_backbone, contrast_loss, ego_of, forget_adjacency,
     model_loss, node_degrees, outputs, unlearn_loss, withdrawal_basis,
@@ -88,7 +88,7 @@ class UnlearnRec(Unlearner):
     # ---- pre-training (request-independent) -------------------------------------------------
     def encoder_meta(self, task: UnlearnTask) -> dict:
         """What a saved encoder must match to be reused."""
-        from recbole_unlearn.quick_start import data_fingerprint
+        from recbole_unlearn.data.ledger import data_fingerprint
 
         keys = {f.name: getattr(self.params, f.name) for f in dataclasses.fields(self.params)}
         for k in ("finetune_epochs", "finetune_learning_rate", "encoder_path"):
@@ -100,7 +100,7 @@ class UnlearnRec(Unlearner):
     def encoder_path(self, task: UnlearnTask) -> Path:
         if self.params.encoder_path:
             return Path(self.params.encoder_path)
-        from recbole_unlearn.quick_start import data_fingerprint
+        from recbole_unlearn.data.ledger import data_fingerprint
 
         name = f"{self.config['dataset']}-{type(task.original).__name__}-UnlearnRec-encoder-{data_fingerprint(task.train)}.pth"
         return Path(self.config["checkpoint_dir"]) / name

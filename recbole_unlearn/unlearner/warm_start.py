@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from recbole_unlearn.unlearner import register_unlearner
+from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner.base import Params, Unlearner
 
 
