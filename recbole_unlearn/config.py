@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import re
 import sys
 from pathlib import Path
@@ -153,7 +154,9 @@ class Config(RecBoleConfig):
 
     def _load_cmd_line(self):
         """``--key=value`` arguments of ``sys.argv`` (RecBole's convention), read as data; other
-        arguments are ignored.  The plugin's CLI passes its options as ``config_dict`` instead."""
+        arguments, and unknown keys (the host program's own flags), are ignored with a warning.
+        The plugin's CLI passes its options as ``config_dict`` instead, where unknown keys are
+        errors."""
         cmd = {}
         for arg in sys.argv[1:]:
             key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
@@ -161,6 +164,7 @@ class Config(RecBoleConfig):
                 if cmd.get(key, value) != value:
                     raise UnlearnInputError(f"--{shown(key, 80)} given twice with different values")
                 cmd[key] = value
+        self._argv_keys = set(cmd)
         return self._convert_config_dict(cmd)
 
     def _check_external_keys(self) -> None:
@@ -168,7 +172,12 @@ class Config(RecBoleConfig):
         specs = plugin_specs()
         known = set(specs) | recbole_keys() | set(self.internal_config_dict) | EXTRA_KEYS
         raw = self.__dict__.get("_raw_values", {})
+        from_argv_only = self.__dict__.get("_argv_keys", set()) - set(self.variable_config_dict) - set(self.file_config_dict)
         for key in list(self.external_config_dict):
+            if key not in known and key in from_argv_only:
+                logging.getLogger().warning("command line argument --%s is not a config key: ignored", shown(key, 80))
+                del self.external_config_dict[key]
+                continue
             if key not in known:
                 raise unknown_key_error(key, known)
             spec = specs.get(key) or _recbole_spec(key, self.internal_config_dict.get(key))

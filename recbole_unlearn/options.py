@@ -5,7 +5,8 @@ A documented line looks like::
 
     forget_users: 64     # (int, >= 1) Forgetting users for private / noise.
 
-The type is ``int``, ``float``, ``bool`` or ``str``; bounds (``>= 1``, ``> 0``, ``<= 1``, ``< 1``)
+The type is ``int``, ``float``, ``bool`` or ``str`` (``str: a|b|c`` lists the choices, any
+case); bounds (``>= 1``, ``> 0``, ``<= 1``, ``< 1``)
 may follow it.  A default of ``~`` makes the key nullable.
 """
 from __future__ import annotations
@@ -25,7 +26,9 @@ TYPES = ("int", "float", "bool", "str")
 MAX_SHOWN = 200
 MAX_MESSAGE = 250  # characters of an error message of convert (its name, the rule and the echo)
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
-_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):\s*(.*?)\s*#\s*\((\w+)((?:\s*,\s*[<>]=?\s*-?[0-9.e+-]+)*)\)\s*(.*)$")
+_LINE = re.compile(
+    r"^([A-Za-z_][A-Za-z0-9_]*):\s*(.*?)\s*#\s*\((\w+)(?::\s*([\w|]+))?((?:\s*,\s*[<>]=?\s*-?[0-9.e+-]+)*)\)\s*(.*)$"
+)
 _BOUND = re.compile(r"([<>]=?)\s*(-?[0-9.e+-]+)")
 
 
@@ -63,6 +66,7 @@ class KeySpec:
     meaning: str
     source: str
     bounds: tuple[tuple[str, float], ...] = ()
+    choices: tuple[str, ...] = ()
 
     @property
     def nullable(self) -> bool:
@@ -75,8 +79,10 @@ def read_specs(path: Path) -> dict[str, KeySpec]:
     for line in path.read_text(encoding="utf-8").splitlines():
         m = _LINE.match(line)
         if m and m.group(3) in TYPES:
-            bounds = tuple((op, float(num)) for op, num in _BOUND.findall(m.group(4)))
-            specs[m.group(1)] = KeySpec(m.group(1), m.group(3), m.group(2), m.group(5).strip(), path.name, bounds)
+            bounds = tuple((op, float(num)) for op, num in _BOUND.findall(m.group(5)))
+            choices = tuple(m.group(4).split("|")) if m.group(4) else ()
+            specs[m.group(1)] = KeySpec(m.group(1), m.group(3), m.group(2), m.group(6).strip(), path.name,
+                                        bounds, choices)
     return specs
 
 
@@ -102,7 +108,12 @@ def convert(spec: KeySpec, value, raw: str | None = None):
             return None
         raise UnlearnInputError(f"{name} needs a value ({spec.type}), it cannot be empty")
     if spec.type == "str":
-        return raw if raw is not None else value if isinstance(value, str) else _type_error(spec, value)
+        text = raw if raw is not None else value if isinstance(value, str) else _type_error(spec, value)
+        if spec.choices:
+            if text.strip().lower() not in spec.choices:
+                raise UnlearnInputError(f"{name} must be one of {', '.join(spec.choices)}, not {shown(text)}")
+            return text.strip().lower()
+        return text
     if spec.type == "bool":
         if raw is not None:
             word = raw.strip().lower()

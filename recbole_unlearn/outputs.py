@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,8 +33,10 @@ def _writable_or_error(path: Path, what: str) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise UnlearnInputError(f"{what} {shown(str(path))}: {shown(str(parent))} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UnlearnInputError(f"{what} {shown(str(path))}: folder {shown(str(parent))} is not writable")
+    try:  # an anonymous probe: tells a read-only folder even to root, and leaves no name behind
+        tempfile.TemporaryFile(dir=parent).close()
+    except OSError:
+        raise UnlearnInputError(f"{what} {shown(str(path))}: folder {shown(str(parent))} is not writable") from None
 
 
 class RunOutputs:

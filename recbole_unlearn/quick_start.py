@@ -136,10 +136,29 @@ class Experiment:
     ledger: Ledger = field(default_factory=Ledger)
     checkpoint: Checkpoint | None = None
     source_rows: int = 0
+    method_state: tuple[str, dict] | None = None  # (unlearner, tensors) left by the previous request
 
 
-def dataset_or_error(config):
-    """RecBole's dataset, after checking its files exist (RecBole would try to download it)."""
+def carried_state(config, ckpt: Checkpoint) -> tuple[str, dict] | None:
+    """The method state saved beside checkpoint ``ckpt`` by the request that wrote it, if it is
+    this run's unlearner's and belongs to exactly that checkpoint (else None: it is rebuilt)."""
+    name, owner = ckpt.meta.get("state_file"), ckpt.meta.get("unlearner")
+    if not name or owner != config["unlearner"]:
+        return None
+    path = Path(config["checkpoint"]).parent / str(name)
+    try:
+        state = read_checkpoint(path)
+    except UnlearnInputError as e:
+        logger.warning("method state %s cannot be used (%s): it is rebuilt", path, e)
+        return None
+    if state.meta.get("state_id") != ckpt.meta.get("state_id"):
+        logger.warning("method state %s belongs to another checkpoint: it is rebuilt", path)
+        return None
+    return owner, state.state_dict
+
+
+def dataset_files_or_error(config) -> None:
+    """The dataset's atomic files exist (RecBole would try to download a missing one)."""
     folder = Path(config["data_path"])
     name = config["dataset"]
     files = [f"{name}.{b}.inter" for b in config["benchmark_filename"]] if config["benchmark_filename"] else [f"{name}.inter"]
@@ -149,6 +168,12 @@ def dataset_or_error(config):
             f"dataset {shown(name, 80)}: {shown(missing[0], 80)} not found in {shown(str(folder))}; "
             "give --data_path=FOLDER, the folder that holds the dataset's folder"
         )
+
+
+def dataset_or_error(config):
+    """RecBole's dataset, its files checked first."""
+    dataset_files_or_error(config)
+    name = config["dataset"]
     try:
         return create_dataset(config)
     except (OSError, ValueError, KeyError, pd.errors.ParserError) as e:
@@ -178,22 +203,24 @@ def prepare(config: Config, saved: bool = True) -> Experiment:
     if ckpt is not None:
         check_fingerprint(config, ckpt, train_a, ledger, source_rows)
         original = load_original(config, train_a, ckpt)
+        method_state = carried_state(config, ckpt)
         row = {"train_time_s": None, "checkpoint": str(config["checkpoint"])}
     else:
         _, valid_a, _ = build_loaders(config, train_a, valid_ds, test_ds)
         original, train_time = train_original(config, train_a, valid_a)
-        row = {"train_time_s": train_time}
+        row, method_state = {"train_time_s": train_time}, None
     remaining = remaining_dataset(train_a, request)
     _, valid_r, test_r = build_loaders(config, remaining, valid_ds, test_ds)
     return Experiment(config, train_a, valid_ds, test_ds, request, original, row, remaining, valid_r, test_r,
-                      ledger, ckpt, source_rows)
+                      ledger, ckpt, source_rows, method_state)
 
 
 def run_unlearner(exp: Experiment, cls: type, config: Config | None = None) -> UnlearnOutcome:
     """Apply unlearner class ``cls`` to a copy of Θ_a (Θ_a itself is never modified)."""
     config = exp.config if config is None else config
     init_seed(config["seed"], config["reproducibility"])
-    task = UnlearnTask(config, exp.original, exp.train, exp.request, exp.valid_r)
+    carried = exp.method_state[1] if exp.method_state and exp.method_state[0] == cls.__name__ else None
+    task = UnlearnTask(config, exp.original, exp.train, exp.request, exp.valid_r, carried)
     return cls(config, copy.deepcopy(exp.original)).unlearn(task)
 
 
@@ -239,8 +266,6 @@ def run_unlearn(model=None, dataset=None, config_file_list=None, config_dict=Non
         saved: write the outputs.
     """
     config = Config(model, dataset, config_file_list, config_dict)
-    init_logger(config)
-    logger.info(config)
     unlearner_cls = get_unlearner(config["unlearner"])
     plan = comparison_plan(config, unlearner_cls)
     for _, cls, cfg in plan:
@@ -248,13 +273,16 @@ def run_unlearn(model=None, dataset=None, config_file_list=None, config_dict=Non
     unlearner_name = unlearner_cls.__name__
     inputs = [config["checkpoint"], config["forget_file"], *(config_file_list or [])]
     outputs = RunOutputs(config, unlearner_name, inputs) if saved else None
+    dataset_files_or_error(config)
+    init_logger(config)
+    logger.info(config)
     try:
         exp = prepare(config)
         results = _run_rows(exp, plan, unlearner_cls)
         if saved:
-            _publish(exp, results, models=results.pop("_models"), outputs=outputs, unlearner=unlearner_name)
+            _publish(exp, results, results.pop("_models"), results.pop("_states"), outputs, unlearner_name)
         else:
-            results.pop("_models")
+            results.pop("_models"), results.pop("_states")
     except BaseException:
         if outputs is not None:
             outputs.abort()
@@ -266,10 +294,11 @@ def _run_rows(exp: Experiment, plan, unlearner_cls) -> dict:
     config = exp.config
     rows: dict[str, dict] = {"Original": exp.original_row}
     models: dict[str, torch.nn.Module] = {"Original": exp.original}
+    states: dict[str, dict | None] = {}
     for name, cls, cfg in plan:
         logger.info("unlearning with %s", name)
         outcome = run_unlearner(exp, cls, cfg)
-        models[name] = outcome.model
+        models[name], states[name] = outcome.model, outcome.state
         rows[name] = {"time_s": outcome.time_s, **outcome.info}
     evaluate_rows(exp, models, rows)
     results = {
@@ -280,12 +309,13 @@ def _run_rows(exp: Experiment, plan, unlearner_cls) -> dict:
         "forget": exp.request.summary(),
         "rows": rows,
         "_models": models,
+        "_states": states,
     }
     logger.info("results (k=20; F- = forgetting users):\n" + format_table(results))
     return results
 
 
-def _publish(exp: Experiment, results: dict, models: dict, outputs: RunOutputs, unlearner: str) -> None:
+def _publish(exp: Experiment, results: dict, models: dict, states: dict, outputs: RunOutputs, unlearner: str) -> None:
     """Stage the checkpoints, publish everything, append the audit record."""
     config = exp.config
     request_id = str(config["request_id"] or new_request_id())
@@ -303,6 +333,10 @@ def _publish(exp: Experiment, results: dict, models: dict, outputs: RunOutputs, 
     model = models[unlearner]
     extra = {"ensemble": unlearner} if getattr(model, "is_ensemble", False) else {}
     name = f"{stem}-{unlearner}.pth"
+    if states.get(unlearner):  # the method state travels beside the checkpoint it belongs to
+        extra.update(state_file=f"{stem}-{unlearner}.state.pth", state_id=new_request_id())
+        save_checkpoint(outputs.path(extra["state_file"]), states[unlearner],
+                        {"role": "method_state", "unlearner": unlearner, "state_id": extra["state_id"]})
     meta = _meta(config, exp.remaining, role="unlearned", unlearner=unlearner, request_id=request_id,
                  ledger=ledger.to_meta(), parent_sha256=exp.checkpoint.sha256 if exp.checkpoint else None,
                  **common, **extra)

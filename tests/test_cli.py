@@ -100,7 +100,7 @@ UNKNOWN_USER = "user_id:token\titem_id:token\nnobody\ti1\n"
     "args, file_text, message",
     [
         (["--unlearner=nosuchmethod"], None, "unknown unlearner 'nosuchmethod'"),
-        (["--forget=everything"], None, "unknown forget mode 'everything'"),
+        (["--forget=everything"], None, "forget must be one of private, noise, users, random, file, not 'everything'"),
         (["--forget=file"], BAD_FILE, "malformed line"),
         (["--forget=file"], UNKNOWN_USER, "unknown user token 'nobody'"),
     ],

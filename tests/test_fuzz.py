@@ -17,6 +17,7 @@ import errno
 import math
 import os
 import pathlib
+import sys
 import tempfile
 import types
 from pathlib import Path
@@ -147,7 +148,7 @@ def valid_forget_files(draw):
     return train, (bom + text).encode("utf-8"), exp_users, exp_items, np.unique(np.asarray(whole, dtype=np.int64))
 
 
-@fuzz(1500)
+@fuzz(800)
 @given(valid_forget_files())
 def test_valid_forget_files_parse_to_the_expected_ids(scratch, case):
     train, data, exp_users, exp_items, exp_whole = case
@@ -215,7 +216,7 @@ def messy_forget_files(draw) -> bytes:
     return text.encode(encoding, errors=errors)
 
 
-@fuzz(1500)
+@fuzz(1000)
 @given(messy_forget_files())
 def test_messy_forget_files_raise_only_the_input_error(scratch, data):
     path = scratch / "messy.forget"
@@ -461,7 +462,7 @@ def convert_or_error(spec: KeySpec, value, raw: str | None):
     check_converted(spec, result, raw)
 
 
-@fuzz(2000)
+@fuzz(1500)
 @given(SPECS, RAWS)
 def test_convert_typed_strings(spec, raw):
     convert_or_error(spec, config_value(raw), raw)
@@ -474,14 +475,16 @@ class Unprintable:
 
 PY_VALUES = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20),
-              st.sampled_from([10 ** 5000, -(10 ** 5000), 10 ** 400, 2 ** 1024, 1e308, -0.0, math.inf, math.nan]),
+              st.sampled_from([10 ** 400, 2 ** 1024, 1e308, -0.0, math.inf, math.nan]),
+              # ints beyond repr's 4300 digits (built lazily: hypothesis reprs sampled_from's elements)
+              st.integers(4400, 6000).flatmap(lambda n: st.sampled_from([1, -1]).map(lambda s: s * 10 ** n)),
               st.integers(SHOWN_MAX, 50_000).map(lambda n: "Z" * n), st.builds(Unprintable)),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
     max_leaves=6,
 )
 
 
-@fuzz(1000)
+@fuzz(800)
 @given(SPECS, PY_VALUES)
 def test_convert_values_from_yaml_files(spec, value):
     """raw None: a value read from a YAML file or given as a Python object in config_dict."""
@@ -492,10 +495,12 @@ NUMERIC_SPECS = st.builds(lambda name, kind, default, bounds: KeySpec(name, kind
                           NAMES, st.sampled_from(["int", "float"]), DEFAULTS, BOUNDS)
 
 
-@fuzz(1000)
+@fuzz(500)
 @given(NUMERIC_SPECS, st.one_of(st.integers(-10 ** 30, 10 ** 30), st.floats(allow_nan=False, allow_infinity=False)),
-       st.sampled_from(["", " ", "  "]), st.sampled_from(["", " ", "\t"]))
+       st.sampled_from(["", " ", "  ", "\n"]), st.sampled_from(["", " ", "\n"]))
 def test_convert_reads_valid_numbers_exactly(spec, number, left, right):
+    """Padded with spaces or newlines (PyYAML refuses a tab next to a scalar: ``'5\t'`` stays
+    a string, so an int key rejects it)."""
     if spec.type == "int":
         number = expected = int(number)
     else:
@@ -554,7 +559,7 @@ def mutate(word: str, data) -> str:
     return data.draw(st.sampled_from([word[:i] + c + word[i:], word[:i] + word[i + 1:], word[:i] + c + word[i + 1:]]))
 
 
-@fuzz(1000)
+@fuzz(800)
 @given(st.data())
 def test_bool_rejects_everything_else(data):
     spec = KeySpec(data.draw(NAMES), "bool", data.draw(st.sampled_from(["False", "True"])), "", "fuzz.yaml")
@@ -603,6 +608,7 @@ INJECTION = "__import__('os').system('touch X')"
 
 
 def test_config_values_are_never_evaluated(monkeypatch):
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])  # pytest's own options are no config keys
     with tempfile.TemporaryDirectory(prefix="noeval-") as tmp:
         monkeypatch.chdir(tmp)
         with pytest.raises(UnlearnInputError, match="^forget_users must be an integer, not ") as info:

@@ -35,12 +35,16 @@ class BlockSums:
     square: torch.Tensor
     linear: torch.Tensor
 
-    def updated(self, rows: torch.Tensor, remove: "BlockSums", add: "BlockSums") -> "BlockSums":
-        """The sums of ``rows`` [n] with ``remove``'s subtracted and ``add``'s added (both for
-        the same ``rows``); ``self`` is left as it is."""
-        return BlockSums(*(mine[rows].sub_(r).add_(a) for mine, r, a in zip(
-            (self.outer, self.square, self.linear), (remove.outer, remove.square, remove.linear),
-            (add.outer, add.square, add.linear))))
+    def update_rows(self, rows: torch.Tensor, remove: "BlockSums", add: "BlockSums") -> None:
+        """In place: the sums of ``rows`` [n] lose ``remove``'s and gain ``add``'s (both for the
+        same ``rows``)."""
+        for mine, r, a in zip((self.outer, self.square, self.linear), (remove.outer, remove.square, remove.linear),
+                              (add.outer, add.square, add.linear)):
+            mine[rows] = mine[rows].sub_(r).add_(a)
+
+    def select(self, rows: torch.Tensor) -> "BlockSums":
+        """The sums of ``rows`` [n] (copies)."""
+        return BlockSums(self.outer[rows], self.square[rows], self.linear[rows])
 
 
 def block_sums(rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, vectors: torch.Tensor) -> BlockSums:

@@ -29,7 +29,7 @@ from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.model.enmf import ENMF
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._alteraser_blocks import BlockLosses, neighbours
-from recbole_unlearn.unlearner._enmf_blocks import ENMFBlocks, block_sums
+from recbole_unlearn.unlearner._enmf_blocks import BlockSums, ENMFBlocks, block_sums
 from recbole_unlearn.unlearner._hf_newton import HFSettings, adamw_minimise, hf_newton
 from recbole_unlearn.unlearner.base import Params, Unlearner
 
@@ -77,13 +77,30 @@ class AltEraser(Unlearner):
         self._item_cache = None
 
     def pretrain(self, task) -> bool:
-        """With ah_newton and ``alt_cache``: Θ_a's item block sums on D_a, [n_items, d, d] etc."""
+        """With ah_newton and ``alt_cache``: Θ_a's item block sums on D_a, [n_items, d, d] etc.,
+        or, on a chain, the sums the previous request left (then nothing is prepared)."""
         if self.params.alt_optimizer != "ah_newton" or not self.params.alt_cache:
+            return False
+        carried = task.method_state or {}
+        if {"item_outer", "item_square", "item_linear"} <= set(carried):
+            self._item_cache = BlockSums(carried["item_outer"], carried["item_square"], carried["item_linear"])
+            self.info["cache_carried"] = True
             return False
         users, items = _pairs(task.train)
         blocks = ENMFBlocks(task.original, users, items)
         self._item_cache = blocks.item_sums(torch.arange(task.original.n_items))
         return True
+
+    def method_state(self, task, remaining) -> dict | None:
+        """The item block sums of Θ_u on D_r: downdated in the erase pass, recomputed after
+        further passes (they move every user vector)."""
+        if self._item_cache is None:
+            return None
+        if self.info.get("passes", 0) > 0:
+            users, items = _pairs(remaining)
+            self._item_cache = ENMFBlocks(self.model, users, items).item_sums(torch.arange(self.model.n_items))
+        c = self._item_cache
+        return {"item_outer": c.outer, "item_square": c.square, "item_linear": c.linear}
 
     # ---- the passes ------------------------------------------------------------------------
     def erase(self, task, remaining) -> None:
@@ -133,17 +150,20 @@ class AltEraser(Unlearner):
         losses.changed()
 
     def _erase_items_by_downdate(self, task, f_users, f_items, losses: BlockLosses) -> None:
-        """Item blocks on D_r from Θ_a's cached blocks: remove the forgetting users' old
-        contributions (all their D_a pairs) and add their new ones (their D_r pairs)."""
+        """Item blocks on D_r from the cached blocks: every item of the forgetting users loses
+        their old contributions (all their D_a pairs, Θ_a's vectors) and gains their new ones
+        (their D_r pairs, re-solved vectors), in place, so the cache stays exact for Θ_u and
+        D_r; then the request's items are re-solved."""
         enmf = losses.enmf
         users_a, items_a = _pairs(task.train)
         old_rows = torch.isin(users_a, f_users)
         new_rows = torch.isin(enmf.users, f_users)
+        rows = torch.unique(items_a[old_rows])
         z_old = task.original.user_embedding.weight.data * task.original.h.data
-        old = block_sums(items_a[old_rows], users_a[old_rows], f_items, z_old)
-        new = block_sums(enmf.items[new_rows], enmf.users[new_rows], f_items, enmf.z())
-        sums = self._item_cache.updated(f_items, old, new)
-        self.model.item_embedding.weight.data[f_items] = enmf.solve_items(f_items, sums)
+        old = block_sums(items_a[old_rows], users_a[old_rows], rows, z_old)
+        new = block_sums(enmf.items[new_rows], enmf.users[new_rows], rows, enmf.z())
+        self._item_cache.update_rows(rows, old, new)
+        self.model.item_embedding.weight.data[f_items] = enmf.solve_items(f_items, self._item_cache.select(f_items))
         losses.changed()
 
 

@@ -23,6 +23,8 @@ class UnlearnTask:
 
     ``train`` is D_a (the data Θ_a was trained on), ``valid`` the validation loader whose
     history is D_r (for early stopping); ``original`` is Θ_a, never modified.
+    ``method_state`` is what this method carried over from the previous request of a chain
+    (see :meth:`Unlearner.method_state`), or None.
     """
 
     config: Any
@@ -30,6 +32,7 @@ class UnlearnTask:
     train: Any
     request: ForgetRequest
     valid: Any = None
+    method_state: dict | None = None
 
 
 @dataclass
@@ -42,6 +45,7 @@ class UnlearnOutcome:
     remaining: Any
     time_s: float
     info: dict = field(default_factory=dict)
+    state: dict | None = None  # tensors to carry to the next request (Unlearner.method_state)
 
 
 @dataclass(frozen=True)
@@ -138,8 +142,9 @@ class Unlearner(BestStateTrainer):
         if len(task.request) > 0:
             self.model.set_train_data(remaining)
             self.erase(task, remaining)
+        state = self.method_state(task, remaining)
         self.model.eval()
-        return UnlearnOutcome(self.model, remaining, perf_counter() - start, dict(self.info))
+        return UnlearnOutcome(self.model, remaining, perf_counter() - start, dict(self.info), state)
 
     def pretrain(self, task: UnlearnTask) -> bool:
         """Request-independent preparation on ``task.train`` (D_a); return True if it did any."""
@@ -148,3 +153,9 @@ class Unlearner(BestStateTrainer):
     def erase(self, task: UnlearnTask, remaining) -> None:
         """The method: update ``self.model`` so it no longer reflects ``task.request``."""
         raise NotImplementedError
+
+    def method_state(self, task: UnlearnTask, remaining) -> dict | None:
+        """Request-independent state for the next request of a chain, brought up to date for
+        Θ_u and D_r (inside the timed part), as ``{name: tensor}``; None when there is none.
+        It is saved beside the unlearned checkpoint and handed back as ``task.method_state``."""
+        return None
