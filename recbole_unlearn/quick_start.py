@@ -50,20 +50,12 @@ def _split_is_fixed(config) -> bool:
 
 
 def check_fingerprint(config, ckpt: Checkpoint, train, ledger: Ledger, source_rows: int) -> None:
-    """The checkpoint holds this run's model, trained on ``train`` (the split less the
-    ledger's requests)."""
+    """The checkpoint was trained on ``train`` (the split less the ledger's requests)."""
     path = shown(str(config["checkpoint"]))
-    if ckpt.meta.get("model") not in (None, config["model"]):
-        raise UnlearnInputError(f"checkpoint holds a {shown(ckpt.meta['model'], 60)} model, not {config['model']}")
     fingerprint = ckpt.meta.get("fingerprint")
-    if fingerprint is None:
-        if config["allow_unfingerprinted_checkpoint"]:
-            logger.warning("checkpoint %s has no data fingerprint: it is assumed to fit this split", path)
-            return
-        raise UnlearnInputError(
-            f"checkpoint {path} has no data fingerprint, so it cannot be checked against this run's "
-            "training split; convert it or give allow_unfingerprinted_checkpoint=True if you know it fits"
-        )
+    if fingerprint is None:  # allowed by allow_unfingerprinted_checkpoint (read_input_checkpoint)
+        logger.warning("checkpoint %s has no data fingerprint: it is assumed to fit this split", path)
+        return
     if fingerprint == data_fingerprint(train):
         return
     before = ckpt.meta.get("source_rows")
@@ -180,21 +172,37 @@ def dataset_or_error(config):
         raise UnlearnInputError(f"dataset {shown(name, 80)} cannot be read: {shown(str(e))}") from None
 
 
-def prepare(config: Config, saved: bool = True) -> Experiment:
+def read_input_checkpoint(config) -> Checkpoint | None:
+    """The ``checkpoint`` the run starts from (None without one), its structure checked."""
+    if not config["checkpoint"]:
+        return None
+    path = shown(str(config["checkpoint"]))
+    ckpt = read_checkpoint(config["checkpoint"], allow_pickle=bool(config["allow_pickle_checkpoint"]))
+    if ckpt.meta.get("model") not in (None, config["model"]):
+        raise UnlearnInputError(f"checkpoint holds a {shown(ckpt.meta['model'], 60)} model, not {config['model']}")
+    if ckpt.meta.get("fingerprint") is None and not config["allow_unfingerprinted_checkpoint"]:
+        raise UnlearnInputError(
+            f"checkpoint {path} has no data fingerprint, so it cannot be checked against this run's "
+            "training split; convert it or give allow_unfingerprinted_checkpoint=True if you know it fits"
+        )
+    try:
+        Ledger.from_meta(ckpt.meta)
+    except ValueError as e:
+        raise UnlearnInputError(f"checkpoint {path}: {e}") from None
+    return ckpt
+
+
+def prepare(config: Config, saved: bool = True, checkpoint: Checkpoint | None = None) -> Experiment:
     """Dataset, split (built once), the checkpoint's ledger applied, request, Θ_a (trained or
-    loaded) and the D_r loaders.  Writes nothing (``saved`` is kept for callers)."""
+    loaded) and the D_r loaders.  Writes nothing (``saved`` is kept for callers);
+    ``checkpoint`` is the already read ``config['checkpoint']``."""
     init_seed(config["seed"], config["reproducibility"])
     full = dataset_or_error(config)
     train_a, valid_ds, test_ds = full.build()
-    ckpt, ledger = None, Ledger()
-    if config["checkpoint"]:
-        ckpt = read_checkpoint(config["checkpoint"], allow_pickle=bool(config["allow_pickle_checkpoint"]))
-        try:
-            ledger = Ledger.from_meta(ckpt.meta)
-        except ValueError as e:
-            raise UnlearnInputError(f"checkpoint {shown(str(config['checkpoint']))}: {e}") from None
-        if ledger.entries:
-            train_a = select_rows(train_a, ~ledger.forgotten_rows(train_a))
+    ckpt = checkpoint if checkpoint is not None else read_input_checkpoint(config)
+    ledger = Ledger.from_meta(ckpt.meta) if ckpt is not None else Ledger()
+    if ledger.entries:
+        train_a = select_rows(train_a, ~ledger.forgotten_rows(train_a))
     request = build_request(config, train_a, dataset_keys(full))
     if request.inject:
         train_a = inject_pairs(train_a, request.users, request.items)
@@ -274,10 +282,11 @@ def run_unlearn(model=None, dataset=None, config_file_list=None, config_dict=Non
     inputs = [config["checkpoint"], config["forget_file"], *(config_file_list or [])]
     outputs = RunOutputs(config, unlearner_name, inputs) if saved else None
     dataset_files_or_error(config)
+    checkpoint = read_input_checkpoint(config)
     init_logger(config)
     logger.info(config)
     try:
-        exp = prepare(config)
+        exp = prepare(config, checkpoint=checkpoint)
         results = _run_rows(exp, plan, unlearner_cls)
         if saved:
             _publish(exp, results, results.pop("_models"), results.pop("_states"), outputs, unlearner_name)
