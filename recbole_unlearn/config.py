@@ -125,8 +125,8 @@ class Config(RecBoleConfig):
                 continue
             raw[key] = param
             try:
-                value = yaml.load(param, Loader=_SafeLoader) if param.strip() else param
-            except yaml.YAMLError:
+                value = yaml.load(param.strip(), Loader=_SafeLoader) if param.strip() else param
+            except (yaml.YAMLError, ValueError):  # ValueError: an integer of more than 4300 digits
                 value = param
             if value is not None and not isinstance(value, (str, int, float, list, dict, bool)):
                 value = param  # dates and the like stay the string that was typed

@@ -111,7 +111,7 @@ def convert(spec: KeySpec, value, raw: str | None = None):
         text = raw if raw is not None else value if isinstance(value, str) else _type_error(spec, value)
         if spec.choices:
             if text.strip().lower() not in spec.choices:
-                raise UnlearnInputError(f"{name} must be one of {', '.join(spec.choices)}, not {shown(text)}")
+                raise UnlearnInputError(_message(f"{name} must be one of {', '.join(spec.choices)}, not ", text))
             return text.strip().lower()
         return text
     if spec.type == "bool":

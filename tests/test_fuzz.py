@@ -94,10 +94,10 @@ FIELDS = st.sampled_from([("user_id", "item_id"), ("uid", "iid"), ("visitor", "m
 @st.composite
 def trains(draw) -> FakeTrain:
     uid_field, iid_field = draw(FIELDS)
-    user_tokens = draw(st.lists(TOKEN, min_size=1, max_size=8, unique=True))
-    item_tokens = draw(st.lists(TOKEN, min_size=1, max_size=8, unique=True))
+    user_tokens = draw(st.lists(TOKEN, min_size=1, max_size=6, unique=True))
+    item_tokens = draw(st.lists(TOKEN, min_size=1, max_size=6, unique=True))
     pairs = draw(st.lists(st.tuples(st.integers(1, len(user_tokens)), st.integers(1, len(item_tokens))),
-                          max_size=40, unique=True))
+                          max_size=25, unique=True))
     return FakeTrain(uid_field, iid_field, user_tokens, item_tokens, pairs)
 
 
@@ -121,7 +121,7 @@ def valid_forget_files(draw):
     uid, iid = f"{train.uid_field}:token", f"{train.iid_field}:token"
     header = draw(PAD) + uid + draw(PAD) + (f"\t{draw(PAD)}{iid}{draw(PAD)}" if two_columns else "")
     lines, whole, pu, pi = [header], [], [], []
-    for _ in range(draw(st.integers(1, 12))):
+    for _ in range(draw(st.integers(1, 10))):
         for _ in range(draw(st.integers(0, 1))):
             lines.append(draw(BLANK))
         user = draw(st.sampled_from(users))
@@ -148,7 +148,7 @@ def valid_forget_files(draw):
     return train, (bom + text).encode("utf-8"), exp_users, exp_items, np.unique(np.asarray(whole, dtype=np.int64))
 
 
-@fuzz(800)
+@fuzz(600)
 @given(valid_forget_files())
 def test_valid_forget_files_parse_to_the_expected_ids(scratch, case):
     train, data, exp_users, exp_items, exp_whole = case
@@ -181,7 +181,8 @@ def parse_or_error(path, train) -> ForgetRequest | None:
     assert len(request.users) == len(request.items)
     assert set(request.users.tolist()) <= set(range(1, train.user_num))
     assert set(request.items.tolist()) <= set(range(1, train.item_num))
-    assert set(request.whole_users.tolist()) <= set(request.users.tolist()) | set(range(1, train.user_num))
+    assert set(request.whole_users.tolist()) <= set(range(1, train.user_num))
+    assert np.all(np.diff(request.whole_users) > 0)  # distinct and sorted
     return request
 
 
@@ -224,7 +225,7 @@ def test_messy_forget_files_raise_only_the_input_error(scratch, data):
     parse_or_error(path, SMALL_TRAIN)
 
 
-@fuzz(1000)
+@fuzz(1500)
 @given(st.sampled_from([b"", b"user_id:token\n", b"user_id:token\titem_id:token\r\n", b"\xef\xbb\xbf",
                         b"\xef\xbb\xbfuser_id:token\titem_id:token\n", b"\xff\xfe", b"\xfe\xff", b"\x00"]),
        st.binary(max_size=600))
@@ -301,7 +302,7 @@ PATHS = st.one_of(
 )
 
 
-@fuzz(400)
+@fuzz(600)
 @given(PATHS)
 def test_paths_that_are_not_readable_files_raise_the_input_error(scratch, raw_path):
     parse_or_error(raw_path, SMALL_TRAIN)
@@ -353,20 +354,20 @@ KEYS = st.one_of(st.sampled_from(["a", "forget", "eval_args", "x-y", "", "=", "Ã
 VALUES = st.one_of(
     st.sampled_from(["", "1", "=", "a=b", "x=y.forget", " ", "\n", "\x00", "~"]),
     st.text(max_size=30),
-    st.integers(SHOWN_MAX, 100_000).map(lambda n: "Z" * n),
+    st.integers(SHOWN_MAX, 20_000).map(lambda n: "Z" * n),
 )
 ARGS = st.one_of(
     st.builds(lambda k, v: f"--{k}={v}", KEYS, VALUES),
     st.builds(lambda k, v: f"--{k}={v}", st.sampled_from(["a", "b"]), st.sampled_from(["1", "2"])),  # repeats
     st.text(max_size=30),
     st.builds(lambda p, t: p + t, st.sampled_from(["-", "--", "---", "â€”", " --"]), st.text(max_size=20)),
-    st.integers(SHOWN_MAX, 100_000).map(lambda n: "--" + "Z" * n),  # huge, no '='
-    st.integers(SHOWN_MAX, 100_000).map(lambda n: "Z" * n + "=1"),  # huge, no '--'
+    st.integers(SHOWN_MAX, 20_000).map(lambda n: "--" + "Z" * n),  # huge, no '='
+    st.integers(SHOWN_MAX, 20_000).map(lambda n: "Z" * n + "=1"),  # huge, no '--'
     st.sampled_from(["--", "--=", "--=3", "-a=1", "a=1", "--a", "", " --a=1", "--\n=1", "--a\udcff=1"]),
 )
 
 
-@fuzz(2000)
+@fuzz(1500)
 @given(st.lists(ARGS, max_size=6))
 def test_parse_options_returns_the_options_or_one_short_line(argv):
     expected = expected_options(argv)
@@ -403,8 +404,10 @@ BOUNDS = st.lists(st.tuples(st.sampled_from([">=", ">", "<=", "<"]),
                             st.one_of(st.sampled_from([0.0, 1.0, -1.0, 0.5, 1e6]),
                                       st.floats(-1e9, 1e9, allow_nan=False))), max_size=2).map(tuple)
 DEFAULTS = st.sampled_from(["~", "null", "", "1", "0.5", "x", "True", "False"])
-SPECS = st.builds(lambda name, kind, default, bounds: KeySpec(name, kind, default, "a key", "fuzz.yaml", bounds),
-                  NAMES, st.sampled_from(["int", "float", "bool", "str"]), DEFAULTS, BOUNDS)
+CHOICES = st.sampled_from([(), (), ("none", "retrain"), ("private", "noise", "users", "random", "file"), ("x",)])
+SPECS = st.builds(lambda name, kind, default, bounds, choices: KeySpec(name, kind, default, "a key", "fuzz.yaml",
+                                                                       bounds, choices if kind == "str" else ()),
+                  NAMES, st.sampled_from(["int", "float", "bool", "str"]), DEFAULTS, BOUNDS, CHOICES)
 
 YAML_SNIPPETS = [
     "[1, 2]", "{a: 1}", "2001-01-01", "2001-01-01 10:00:00", "!!python/object/apply:os.system ['true']",
@@ -421,9 +424,10 @@ RAWS = st.one_of(
     st.floats().map(repr),
     st.integers(1, 6000).map(lambda n: "9" * n),  # far beyond int / float range
     st.integers(1, 400).map(lambda n: "1" * n + ".5"),
-    st.integers(SHOWN_MAX, 100_000).map(lambda n: "Z" * n),
+    st.integers(SHOWN_MAX, 20_000).map(lambda n: "Z" * n),
     st.builds(lambda a, w, b: a + w + b, st.sampled_from(["", " ", "\t", "\n"]),
-              st.sampled_from(["true", "False", "YES", "no", "1", "0", "~", "null"]), st.sampled_from(["", " ", "\n"])),
+              st.sampled_from(["true", "False", "YES", "no", "1", "0", "~", "null", "none", "Retrain", "FILE", "x"]),
+              st.sampled_from(["", " ", "\n"])),
 )
 
 
@@ -441,7 +445,11 @@ def check_converted(spec: KeySpec, result, raw: str | None) -> None:
         assert spec.nullable
         return
     if spec.type == "str":
-        assert isinstance(result, str) and (raw is None or result == raw)
+        assert isinstance(result, str)
+        if spec.choices:  # one of the choices, any case and spaces around it
+            assert result in spec.choices and (raw is None or raw.strip().lower() == result)
+        else:  # the string as typed (never read as YAML)
+            assert raw is None or result == raw
         return
     if spec.type == "bool":
         assert isinstance(result, bool)
@@ -462,7 +470,7 @@ def convert_or_error(spec: KeySpec, value, raw: str | None):
     check_converted(spec, result, raw)
 
 
-@fuzz(1500)
+@fuzz(1200)
 @given(SPECS, RAWS)
 def test_convert_typed_strings(spec, raw):
     convert_or_error(spec, config_value(raw), raw)
@@ -580,7 +588,7 @@ def test_bool_rejects_everything_else(data):
 
 
 # ---- shown / unknown keys ----------------------------------------------------------------------
-@fuzz(300)
+@fuzz(500)
 @given(st.one_of(PY_VALUES, RAWS), st.integers(0, 400))
 def test_shown_is_one_bounded_line(value, limit):
     text = shown(value, limit)
@@ -588,7 +596,7 @@ def test_shown_is_one_bounded_line(value, limit):
     assert len(text) <= max(limit, 3) and len(shown(value)) <= SHOWN_MAX
 
 
-@fuzz(300)
+@fuzz(500)
 @given(st.one_of(st.text(max_size=60), st.integers(SHOWN_MAX, 200_000).map(lambda n: "forget_users" * n)))
 def test_unknown_key_error_is_one_bounded_line(key):
     error = unknown_key_error(key, {"forget_users", "forget_file", "epochs", "learning_rate"})
@@ -620,10 +628,8 @@ def test_config_values_are_never_evaluated(monkeypatch):
         assert not Path(tmp, "X").exists()
 
 
-@pytest.mark.xfail(raises=ValueError, strict=False,
-                   reason="Config._convert_config_dict lets PyYAML's ValueError for an int of more than "
-                          "4300 digits escape (config.py, outside this change)")
 def test_config_reads_huge_integers():
+    """An integer of more than 4300 digits stays the typed string (PyYAML cannot build it)."""
     value = Config._convert_config_dict(types.SimpleNamespace(), {"forget_users": "9" * 5000})["forget_users"]
     with pytest.raises(UnlearnInputError):
         convert(KeySpec("forget_users", "float", "1", "", "fuzz.yaml"), value, "9" * 5000)

@@ -126,6 +126,11 @@ class UnlearnRec(Unlearner):
         self._item_share = torch.from_numpy(share).float().to(self.device) if p.item_share > 0 else None
         self.encoder = InfluenceEncoder(original.n_users + original.n_items, ego_of(original).shape[1],
                                         p.encoder_layers, p.withdrawal_init).to(self.device)
+        carried = {k[len("encoder."):]: v for k, v in (task.method_state or {}).items() if k.startswith("encoder.")}
+        if carried:  # the next request of a chain: the encoder the previous request used
+            self.encoder.load_state_dict(carried)
+            self.info.update(encoder_carried=True)
+            return False
         path, meta = self.encoder_path(task), self.encoder_meta(task)
         if path.is_file():
             state, saved = load_checkpoint(path)
@@ -143,6 +148,12 @@ class UnlearnRec(Unlearner):
         save_checkpoint(path, self.encoder.state_dict(), meta)
         self.info.update(encoder_reused=False, encoder_path=str(path))
         return True
+
+    def method_state(self, task: UnlearnTask, remaining) -> dict | None:
+        """The encoder's weights, for the next request of a chain (they map a request and the
+        current embeddings to new embeddings, so they are kept as they are)."""
+        encoder = getattr(self, "encoder", None)
+        return None if encoder is None else {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
 
     def _pretrain_encoder(self, task: UnlearnTask) -> None:
         """Train the encoder on simulated requests with the backbone (a copy of Θ_a) frozen."""
