@@ -5,6 +5,7 @@ Nothing else in the package may branch on library versions; add a shim here inst
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -33,3 +34,26 @@ def load_stock_recbole_checkpoint(path: str | os.PathLike, map_location: Any = "
 def torch_load_safe(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load`` restricted to tensors and plain containers (never runs pickled code)."""
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+# scipy >= 1.13 removed ``dok_matrix._update``, which RecBole 1.2.1's own LightGCN calls to build
+# its normalised adjacency.  Only stock RecBole models need it (checkpoint conversion checks
+# that a converted model scores exactly as RecBole's); the plugin's models never call it.
+import scipy.sparse as _sp  # noqa: E402
+
+if not hasattr(_sp.dok_matrix, "_update"):  # scipy >= 1.13
+    def _dok_update(self, data: dict) -> None:
+        self._dict.update(data)
+
+    _sp.dok_matrix._update = _dok_update  # type: ignore[attr-defined]
+
+
+# Warnings that third-party code emits on every normal run, silenced here and only here:
+# - RecBole 1.2.1's Dataset fills missing values with a chained inplace ``fillna``, which
+#   pandas >= 2.2 announces it will stop supporting (FutureWarning, dataset.py);
+# - RecBole 1.2.1's Trainer builds ``torch.cuda.amp.GradScaler``, deprecated in torch >= 2.4;
+# - torch's "sparse CSR tensor support is in beta state" notice for the CSR products the
+#   plugin uses (``torch.sparse_csr_tensor``).
+warnings.filterwarnings("ignore", message="A value is trying to be set on a copy of a DataFrame", category=FutureWarning)
+warnings.filterwarnings("ignore", message=r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated", category=FutureWarning)
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)

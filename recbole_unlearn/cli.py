@@ -37,14 +37,20 @@ def parse_options(argv: list[str]) -> dict[str, str]:
     return opts
 
 
-def main(argv: list[str] | None = None) -> int:
+def _help(argv: list[str], prog: str) -> str:
+    from recbole_unlearn.help import help_text
+
+    opts = dict(a[2:].partition("=")[::2] for a in argv if a.startswith("--") and "=" in a)
+    return help_text(prog, unlearner=opts.get("unlearner"), model=opts.get("model") if "model" in opts else None)
+
+
+def main(argv: list[str] | None = None, prog: str = "python run_unlearn.py") -> int:
     """Run :func:`run_unlearn` with ``--model``, ``--dataset``, ``--config_files`` and every
-    other ``--key=value`` as a config key (command-line priority: above the config files)."""
+    other ``--key=value`` as a config key; or ``--help``, ``--verify_audit=PATH``,
+    ``--convert_checkpoint=PATH --out=PATH``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("-h", "--help") for a in argv):
-        print(__doc__.strip() + "\n\nusage: python run_unlearn.py [--model=ENMF] [--dataset=ml-100k] "
-              "[--unlearner=NAME] [--config_files=\"a.yaml b.yaml\"] [--key=value ...]\n"
-              "See README.md for the keys.")
+        print(_help(argv, prog), end="")
         return 0
     saved_argv = sys.argv
     try:
@@ -56,19 +62,28 @@ def main(argv: list[str] | None = None) -> int:
             print(message if ok else "error: " + message, file=sys.stdout if ok else sys.stderr)
             return 0 if ok else 1
         files = opts.pop("config_files", None)
-        model, dataset = opts.pop("model", "ENMF"), opts.pop("dataset", "ml-100k")
+        files = files.split() if files else None
+        model, dataset = opts.pop("model", None), opts.pop("dataset", None)
         # The options reach RecBole's Config as config_dict (converted like command-line
         # values); sys.argv is emptied so RecBole does not parse them a second time.
         sys.argv = saved_argv[:1]
         with contextlib.redirect_stderr(sys.stdout):
+            if "convert_checkpoint" in opts:
+                from recbole_unlearn.convert import convert_checkpoint
+
+                stock, out = opts.pop("convert_checkpoint"), opts.pop("out", None)
+                if not out:
+                    raise UnlearnInputError("--convert_checkpoint needs --out=PATH, the safe checkpoint to write")
+                done = convert_checkpoint(stock, out, model, dataset, files, opts)
+                print(f"converted {done['model']} ({done['users']} users, {done['items']} items; scores equal to "
+                      f"RecBole's within {done['max_score_gap']:.1e}) -> {done['out']}")
+                return 0
+            if "out" in opts:
+                raise UnlearnInputError("out is only read with --convert_checkpoint=PATH")
             from recbole_unlearn import run_unlearn
 
-            run_unlearn(
-                model=model,
-                dataset=dataset,
-                config_file_list=files.split() if files else None,
-                config_dict=opts,
-            )
+            run_unlearn(model=model or "ENMF", dataset=dataset or "ml-100k", config_file_list=files,
+                        config_dict=opts)
     except UnlearnInputError as e:
         print("error: " + str(e).replace("\n", " "), file=sys.stderr)
         return 2

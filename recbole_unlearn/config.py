@@ -191,7 +191,10 @@ class Config(RecBoleConfig):
 
     def _get_final_config_dict(self):
         self._check_external_keys()
-        return super()._get_final_config_dict()
+        final = super()._get_final_config_dict()
+        if "show_progress" not in self.external_config_dict:  # progress bars only on a terminal
+            final["show_progress"] = sys.stderr.isatty()
+        return final
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:

@@ -5,8 +5,8 @@ A documented line looks like::
 
     forget_users: 64     # (int, >= 1) Forgetting users for private / noise.
 
-The type is ``int``, ``float``, ``bool`` or ``str`` (``str: a|b|c`` lists the choices, any
-case); bounds (``>= 1``, ``> 0``, ``<= 1``, ``< 1``)
+The type is ``int``, ``float``, ``bool``, ``str`` (``str: a|b|c`` lists the choices, any
+case), ``list`` or ``dict``; bounds (``>= 1``, ``> 0``, ``<= 1``, ``< 1``)
 may follow it.  A default of ``~`` makes the key nullable.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from recbole_unlearn.errors import UnlearnInputError
 
 TRUE_WORDS = frozenset({"true", "yes", "1"})
 FALSE_WORDS = frozenset({"false", "no", "0"})
-TYPES = ("int", "float", "bool", "str")
+TYPES = ("int", "float", "bool", "str", "list", "dict")
 MAX_SHOWN = 200
 MAX_MESSAGE = 250  # characters of an error message of convert (its name, the rule and the echo)
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -114,6 +114,11 @@ def convert(spec: KeySpec, value, raw: str | None = None):
                 raise UnlearnInputError(_message(f"{name} must be one of {', '.join(spec.choices)}, not ", text))
             return text.strip().lower()
         return text
+    if spec.type in ("list", "dict"):
+        if not isinstance(value, list if spec.type == "list" else dict):
+            form = "[a, b] list" if spec.type == "list" else "{key: value} mapping"
+            raise UnlearnInputError(_message(f"{name} must be a {form}, not ", typed))
+        return value
     if spec.type == "bool":
         if raw is not None:
             word = raw.strip().lower()

@@ -56,7 +56,7 @@ class RunOutputs:
             if path.resolve() in resolved_inputs:
                 raise UnlearnInputError(f"{what} {shown(str(path))} is also an input of this run")
             _writable_or_error(path, what)
-        for what, path in (("run_dir", self.run_dir), ("results", self.results)):
+        for what, path in (("run_dir", self.run_dir), ("results", self.results), ("picture", self.picture)):
             if path.exists() and not self.overwrite and not (path.is_dir() and not any(path.iterdir())):
                 raise UnlearnInputError(f"{what} {shown(str(path))} exists; give overwrite=True to replace it")
         if self.audit.exists() and not self.audit.is_file():
@@ -75,10 +75,19 @@ class RunOutputs:
         """Where staged output ``name`` will be once published."""
         return self.run_dir / name
 
-    def publish(self, results: dict) -> None:
-        """Write ``results``, then move every staged output into place together."""
+    @property
+    def picture(self) -> Path:
+        """The PNG beside results.json (same stem)."""
+        return self.results.with_suffix(".png")
+
+    def publish(self, results: dict, draw=None) -> bool:
+        """Write ``results`` (and the picture, with ``draw(path) -> bool``), then move every
+        staged output into place together.  Returns whether a picture was written."""
+        drawn = False
         if self._inside:
-            write_json(self.path(str(self.results.resolve().relative_to(self.run_dir.resolve()))), results)
+            rel = self.results.resolve().relative_to(self.run_dir.resolve())
+            write_json(self.path(str(rel)), results)
+            drawn = bool(draw and draw(self.path(str(rel.with_suffix(".png")))))
         for path in self.staging.rglob("*"):
             fsync_path(path)
         old = None
@@ -91,6 +100,16 @@ class RunOutputs:
             shutil.rmtree(old, ignore_errors=True)
         if not self._inside:
             write_json(self.results, results)
+            if draw:
+                staged = self.results.parent / f".{self.picture.name}.pid{os.getpid()}.png"
+                try:
+                    drawn = bool(draw(staged))
+                    if drawn:
+                        fsync_path(staged)
+                        os.replace(staged, self.picture)
+                finally:
+                    staged.unlink(missing_ok=True)
+        return drawn
 
     def abort(self) -> None:
         """Remove whatever was staged (nothing was published)."""

@@ -18,16 +18,19 @@ from time import perf_counter
 import pandas as pd
 import torch
 from recbole.data import create_dataset
-from recbole.utils import init_logger, init_seed
+from recbole.utils import init_seed
 
 from recbole_unlearn.checkpoint import Checkpoint, file_sha256, read_checkpoint, remap_rows, save_checkpoint
 from recbole_unlearn.config import Config, config_with
+from recbole_unlearn.console import setup_logging, stage
 from recbole_unlearn.data import ForgetRequest, build_loaders, build_request, inject_pairs, remaining_dataset
 from recbole_unlearn.data.ledger import Ledger, data_fingerprint, new_request_id, token_codes, tokens_of
 from recbole_unlearn.data.remaining import dataset_keys, select_rows
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.options import shown
+from recbole_unlearn import plot
 from recbole_unlearn.outputs import RunOutputs, append_audit
+from recbole_unlearn.plot import pair_probabilities
 from recbole_unlearn.report import evaluate_row, forget_user_topk, format_table, make_eval_setup
 from recbole_unlearn.unlearner import get_unlearner
 from recbole_unlearn.unlearner.base import BestStateTrainer, UnlearnOutcome, UnlearnTask
@@ -36,13 +39,14 @@ from recbole_unlearn.unlearner.retrain import Retrain
 logger = logging.getLogger(__name__)
 
 
-def train_original(config, train, valid) -> tuple[torch.nn.Module, float]:
-    """Θ_a: a fresh model trained on D_a with RecBole's loop and early stopping."""
+def train_original(config, train, valid) -> tuple[torch.nn.Module, float, dict]:
+    """Θ_a: a fresh model trained on D_a with RecBole's loop and early stopping; also its
+    time and the trainer's info (``epochs``, ``converged``)."""
     start = perf_counter()
     init_seed(config["seed"], config["reproducibility"])
     trainer = BestStateTrainer(config, config.model_class(config, train))
     trainer.fit_on(train, valid)
-    return trainer.model.eval(), perf_counter() - start
+    return trainer.model.eval(), perf_counter() - start, dict(trainer.info)
 
 
 def _split_is_fixed(config) -> bool:
@@ -200,23 +204,33 @@ def prepare(config: Config, saved: bool = True, checkpoint: Checkpoint | None = 
     full = dataset_or_error(config)
     train_a, valid_ds, test_ds = full.build()
     ckpt = checkpoint if checkpoint is not None else read_input_checkpoint(config)
+    stage("data: %s, %d users, %d items; %d training, %d validation, %d test interactions", config["dataset"],
+          full.user_num - 1, full.item_num - 1, len(train_a.inter_feat), len(valid_ds.inter_feat), len(test_ds.inter_feat))
     ledger = Ledger.from_meta(ckpt.meta) if ckpt is not None else Ledger()
     if ledger.entries:
-        train_a = select_rows(train_a, ~ledger.forgotten_rows(train_a))
+        drop = ledger.forgotten_rows(train_a)
+        train_a = select_rows(train_a, ~drop)
+        stage("ledger: %d earlier requests honoured, %d training interactions removed", len(ledger.entries), int(drop.sum()))
     request = build_request(config, train_a, dataset_keys(full))
     if request.inject:
         train_a = inject_pairs(train_a, request.users, request.items)
-    logger.info("forget request: %s", request.summary())
+    summary = request.summary()
+    stage("request: %s, %d users, %d interactions", summary["mode"], summary["users"], summary["interactions"])
     source_rows = len(full.inter_feat)
     if ckpt is not None:
         check_fingerprint(config, ckpt, train_a, ledger, source_rows)
         original = load_original(config, train_a, ckpt)
         method_state = carried_state(config, ckpt)
         row = {"train_time_s": None, "checkpoint": str(config["checkpoint"])}
+        stage("original: loaded from %s", config["checkpoint"])
     else:
         _, valid_a, _ = build_loaders(config, train_a, valid_ds, test_ds)
-        original, train_time = train_original(config, train_a, valid_a)
-        row, method_state = {"train_time_s": train_time}, None
+        stage("original: training %s on %d interactions ...", config["model"], len(train_a.inter_feat))
+        original, train_time, info = train_original(config, train_a, valid_a)
+        row, method_state = {"train_time_s": train_time, "epochs": info["epochs"],
+                             "original_converged": info["converged"]}, None
+        stage("original: trained in %.1f s, %d epochs%s", train_time, info["epochs"],
+              "" if info["converged"] is not False else " (stopped at the epoch cap, still improving)")
     remaining = remaining_dataset(train_a, request)
     _, valid_r, test_r = build_loaders(config, remaining, valid_ds, test_ds)
     return Experiment(config, train_a, valid_ds, test_ds, request, original, row, remaining, valid_r, test_r,
@@ -247,8 +261,9 @@ def comparison_plan(config: Config, unlearner_cls: type) -> list[tuple[str, type
     return plan
 
 
-def evaluate_rows(exp: Experiment, models: dict, rows: dict) -> None:
-    """Evaluate every model on the same loaders; adds metrics, RBO vs Retrain and speed-ups."""
+def evaluate_rows(exp: Experiment, models: dict, rows: dict):
+    """Evaluate every model on the same loaders; adds metrics, RBO vs Retrain and speed-ups.
+    Returns the evaluation setup."""
     setup = make_eval_setup(exp.config, exp.remaining, exp.valid, exp.test_r, exp.request)
     has_users = len(setup.forget_users) > 0  # an empty request (e.g. all pairs dropped) has none
     reference = forget_user_topk(models["Retrain"], setup) if "Retrain" in models and has_users else None
@@ -257,6 +272,7 @@ def evaluate_rows(exp: Experiment, models: dict, rows: dict) -> None:
         rows[name].update(evaluate_row(m, setup, reference))
         if retrain_time and rows[name].get("time_s"):
             rows[name]["speedup"] = retrain_time / rows[name]["time_s"]
+    return setup
 
 
 def run_unlearn(model=None, dataset=None, config_file_list=None, config_dict=None, saved: bool = True) -> dict:
@@ -283,15 +299,16 @@ def run_unlearn(model=None, dataset=None, config_file_list=None, config_dict=Non
     outputs = RunOutputs(config, unlearner_name, inputs) if saved else None
     dataset_files_or_error(config)
     checkpoint = read_input_checkpoint(config)
-    init_logger(config)
+    setup_logging(config)
     logger.info(config)
     try:
         exp = prepare(config, checkpoint=checkpoint)
         results = _run_rows(exp, plan, unlearner_cls)
         if saved:
-            _publish(exp, results, results.pop("_models"), results.pop("_states"), outputs, unlearner_name)
+            _publish(exp, results, results.pop("_models"), results.pop("_states"), results.pop("_scores"), outputs,
+                     unlearner_name)
         else:
-            results.pop("_models"), results.pop("_states")
+            results.pop("_models"), results.pop("_states"), results.pop("_scores")
     except BaseException:
         if outputs is not None:
             outputs.abort()
@@ -305,11 +322,13 @@ def _run_rows(exp: Experiment, plan, unlearner_cls) -> dict:
     models: dict[str, torch.nn.Module] = {"Original": exp.original}
     states: dict[str, dict | None] = {}
     for name, cls, cfg in plan:
-        logger.info("unlearning with %s", name)
+        stage("unlearning: %s ...", name)
         outcome = run_unlearner(exp, cls, cfg)
         models[name], states[name] = outcome.model, outcome.state
         rows[name] = {"time_s": outcome.time_s, **outcome.info}
-    evaluate_rows(exp, models, rows)
+        stage("unlearning: %s done in %.2f s", name, outcome.time_s)
+    stage("evaluation: %d rows on the test split ...", len(models))
+    setup = evaluate_rows(exp, models, rows)
     results = {
         "dataset": config["dataset"],
         "model": config["model"],
@@ -319,12 +338,28 @@ def _run_rows(exp: Experiment, plan, unlearner_cls) -> dict:
         "rows": rows,
         "_models": models,
         "_states": states,
+        "_scores": _picture_scores(exp, setup, models, unlearner_cls.__name__),
     }
-    logger.info("results (k=20; F- = forgetting users):\n" + format_table(results))
+    if exp.original_row.get("original_converged") is False:
+        results["original_converged"] = False
+        logger.warning("the original stopped at the epoch cap (%d epochs) while its validation metric was still "
+                       "improving: train it longer (--epochs) before trusting this comparison", config["epochs"])
+    stage("results (k=20; F- = forgetting users):\n" + format_table(results))
     return results
 
 
-def _publish(exp: Experiment, results: dict, models: dict, states: dict, outputs: RunOutputs, unlearner: str) -> None:
+def _picture_scores(exp: Experiment, setup, models: dict, unlearner: str) -> dict:
+    """(forgotten, never-seen) probabilities of the rows the picture shows."""
+    pairs = setup.mia_pairs
+    if pairs is None or len(pairs) == 0:
+        return {}
+    return {name: (pair_probabilities(models[name], exp.request.users, exp.request.items),
+                   pair_probabilities(models[name], pairs.nonmember_users, pairs.nonmember_items))
+            for name in ("Original", unlearner, "Retrain") if name in models}
+
+
+def _publish(exp: Experiment, results: dict, models: dict, states: dict, scores: dict, outputs: RunOutputs,
+             unlearner: str) -> None:
     """Stage the checkpoints, publish everything, append the audit record."""
     config = exp.config
     request_id = str(config["request_id"] or new_request_id())
@@ -353,10 +388,9 @@ def _publish(exp: Experiment, results: dict, models: dict, states: dict, outputs
     results["checkpoint"] = str(outputs.final(name))
     results["request_id"] = request_id
     results["ledger_requests"] = len(ledger.entries)
-    outputs.publish(results)
     rows = results["rows"]
     forget_file = config["forget"] == "file" and config["forget_file"]
-    append_audit(outputs.audit, {
+    record = {  # built from the staged files, appended once they are published
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "request_id": request_id,
         "request_file_sha256": file_sha256(forget_file) if forget_file else None,
@@ -365,7 +399,7 @@ def _publish(exp: Experiment, results: dict, models: dict, states: dict, outputs
         "params": _params_of(config, unlearner),
         "input_checkpoint": ({"path": str(Path(config["checkpoint"]).resolve()), "sha256": exp.checkpoint.sha256}
                              if exp.checkpoint else None),
-        "output_checkpoint": {"path": str(outputs.final(name).resolve()), "sha256": file_sha256(outputs.final(name))},
+        "output_checkpoint": {"path": str(outputs.final(name).resolve()), "sha256": file_sha256(outputs.path(name))},
         "fingerprint": meta["fingerprint"],
         "evidence": {
             "repredict_original": rows["Original"].get("repredict_score"),
@@ -373,7 +407,15 @@ def _publish(exp: Experiment, results: dict, models: dict, states: dict, outputs
             "mia_auc_original": rows["Original"].get("mia_auc"),
             "mia_auc_unlearned": rows[unlearner].get("mia_auc"),
         },
-    })
+    }
+    summary = exp.request.summary()
+    title = (f"{config['dataset']} · {config['model']} · {unlearner} · request {summary['mode']}: "
+             f"{summary['users']} users, {summary['interactions']} interactions")
+    picture = (lambda path: plot.draw(path, scores, rows, title)) if scores else None
+    if picture is None or not outputs.publish(results, picture):
+        stage("picture: skipped (%s)", "matplotlib is not installed" if scores else "no forgotten pairs")
+    append_audit(outputs.audit, record)
+    stage("outputs: %s (results: %s); audit record appended to %s", outputs.run_dir, outputs.results, outputs.audit)
 
 
 def _params_of(config, unlearner: str) -> dict:

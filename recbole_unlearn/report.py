@@ -109,6 +109,9 @@ def format_table(results: dict, k: int = 20) -> str:
             f"{_fmt(al.get(f'recall@{k}'), 8)}{_fmt(al.get(f'ndcg@{k}'), 8)}"
             f"{_fmt(row.get('rbo', {}).get('rbo@10'), 8)}{_fmt(row.get('repredict_score'), 8)}"
         )
+    if results.get("original_converged") is False:
+        lines.append("note: the original stopped at the epoch cap while still improving (original_converged: "
+                     "false); train it longer before trusting this comparison")
     return "\n".join(lines)
 
 

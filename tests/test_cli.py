@@ -81,7 +81,7 @@ def test_good_run_files_are_atomic_and_safe(good_run):
     cwd, ckpt_dir, proc = good_run
     assert proc.returncode == 0, proc.stderr
     results = json.loads((cwd / "out" / "r.json").read_text())
-    assert files_under(cwd / "out") == ["r.json"]
+    assert files_under(cwd / "out") == ["r.json", "r.png"]  # the picture beside results.json
     run = Path(cwd, results["checkpoint"]).parent
     assert files_under(ckpt_dir) == ["audit.jsonl", f"{run.name}/tiny-ENMF-WarmStart.pth",
                                      f"{run.name}/tiny-ENMF-original.pth"]

@@ -194,7 +194,7 @@ def test_python_api_writes_results_where_asked(tmp_path):
     assert sorted(os.listdir(tmp_path / "ck")) == ["audit.jsonl", run_dir.name]
     assert sorted(os.listdir(run_dir)) == ["tiny-ENMF-WarmStart.pth", "tiny-ENMF-original.pth"]
     assert Path(written["rows"]["Original"]["checkpoint"]) == run_dir / "tiny-ENMF-original.pth"
-    assert os.listdir(results_path.parent) == ["r.json"]
+    assert sorted(os.listdir(results_path.parent)) == ["r.json", "r.png"]
     saved = torch.load(written["checkpoint"], weights_only=True)
     assert "user_embedding.weight" in saved["state_dict"]
     assert json.loads(saved["meta_json"])["unlearner"] == "WarmStart"

@@ -213,7 +213,8 @@ def test_existing_outputs_are_kept_unless_overwrite_and_leftovers_are_removed(tm
     second = run_unlearn("ENMF", TINY, config_dict=cfg(tmp_path, run_dir=str(run_dir), overwrite=True, seed=3))
     assert second["checkpoint"] == first["checkpoint"] and Path(first["checkpoint"]).read_bytes() != before
     assert not stale.exists() and sorted(os.listdir(run_dir)) == sorted(
-        ["results.json", "tiny-ENMF-AltEraser.pth", "tiny-ENMF-AltEraser.state.pth", "tiny-ENMF-original.pth"])
+        ["results.json", "results.png", "tiny-ENMF-AltEraser.pth", "tiny-ENMF-AltEraser.state.pth",
+         "tiny-ENMF-original.pth"])
     two = [run_unlearn("ENMF", TINY, config_dict=cfg(tmp_path / "shared")) for _ in range(2)]
     assert Path(two[0]["checkpoint"]).parent != Path(two[1]["checkpoint"]).parent  # runs never mix
 

@@ -35,7 +35,7 @@ def normalized_adjacency(
     inv_sqrt[deg > 0] = deg[deg > 0] ** -0.5
     vals = inv_sqrt[rows] * inv_sqrt[cols]
     index = torch.from_numpy(np.stack([rows, cols]))
-    return torch.sparse_coo_tensor(index, torch.from_numpy(vals).float(), (n, n)).coalesce()
+    return torch.sparse_coo_tensor(index, torch.from_numpy(vals).float(), (n, n), check_invariants=False).coalesce()
 
 
 class LightGCN(GeneralRecommender):

@@ -1,6 +1,6 @@
 """Closed-form per-user / per-item quadratic blocks of ENMF's training objective.
 
-Li et al., "Forgetting Fast in Recommender Systems" (2022), section 4: with the item factors Q
+Liu et al., "Forgetting Fast in Recommender Systems" (RecSys 2022), section 4: with the item factors Q
 and the prediction vector h fixed, ENMF's loss is quadratic in each user vector p_u (and, with P
 fixed, in each q_i), so one Newton step solves a block exactly.
 
@@ -65,7 +65,8 @@ def block_sums(rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, ve
     feats = torch.cat([(v.unsqueeze(2) * v.unsqueeze(1)).reshape(len(v), d * d), v * v, v], dim=1)
     order = torch.argsort(pos)
     incidence = torch.sparse_csr_tensor(
-        torch.searchsorted(pos[order], torch.arange(n + 1)), cols[order], torch.ones(len(pos)), (n, len(v))
+        torch.searchsorted(pos[order], torch.arange(n + 1)), cols[order], torch.ones(len(pos)), (n, len(v)),
+        check_invariants=False,
     )
     out = torch.sparse.mm(incidence, feats)  # [n, d² + 2d]
     return BlockSums(out[:, : d * d].reshape(n, d, d), out[:, d * d : d * d + d], out[:, d * d + d :])

@@ -156,7 +156,7 @@ def _csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int, n_
     crow = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_rows))])
     return torch.sparse_csr_tensor(
         torch.as_tensor(crow, dtype=torch.long), torch.as_tensor(cols[order], dtype=torch.long),
-        torch.as_tensor(values[order], dtype=torch.float32), (n_rows, n_cols))
+        torch.as_tensor(values[order], dtype=torch.float32), (n_rows, n_cols), check_invariants=False)
 
 
 class BPRTriples:

@@ -94,7 +94,7 @@ def forget_adjacency(
     inv_sqrt[degrees > 0] = np.asarray(degrees, dtype=np.float64)[degrees > 0] ** -0.5
     vals = torch.from_numpy(inv_sqrt[rows] * inv_sqrt[cols]).float()
     n = n_users + n_items
-    return torch.sparse_coo_tensor(torch.from_numpy(np.stack([rows, cols])), vals, (n, n)).coalesce()
+    return torch.sparse_coo_tensor(torch.from_numpy(np.stack([rows, cols])), vals, (n, n), check_invariants=False).coalesce()
 
 
 def node_degrees(dataset) -> np.ndarray:

@@ -1,6 +1,6 @@
 """AltEraser: alternating per-user / per-item second-order unlearning.
 
-Li, Chen, Zhang, Ma, Zhang and Ma, "Forgetting Fast in Recommender Systems", arXiv:2208.06875
+Liu, Wan, Wang, Zhang, Zhang and Li, "Forgetting Fast in Recommender Systems", arXiv:2208.06875
 (RecSys 2022 short version).  Starting from Θ_a, AltEraser re-optimises the model on D_r block by
 block: the user vectors with everything else fixed, then the item vectors, alternating.  The
 blocks of one side are independent, so each side is a batch of small problems.

@@ -91,6 +91,9 @@ class BestStateTrainer(Trainer):
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         self.info["epochs"] = len(self.train_loss_dict)
+        # converged: early stopping ended the training before the epoch cap (None: no validation)
+        validated = valid is not None and self.eval_step > 0
+        self.info["converged"] = self.info["epochs"] < self.epochs if validated else None
 
     def reset_optimizer(self) -> None:
         """A fresh optimizer (and early-stopping state) for ``self.model``."""
