@@ -288,7 +288,7 @@ class ShardedUnlearner(Unlearner):
         shard_of = np.asarray(self.partition(task), dtype=np.int64)
         valid_ds = _valid_dataset(task.valid)
         parts = split_dataset(task.train, shard_of, self.params.n_shards)
-        models = [self.train_shard(k, part, valid_ds) for k, part in enumerate(parts)]
+        models = [self.train_shard(k, part, valid_ds, "building") for k, part in enumerate(parts)]
         ensemble = self.ensemble_class(self.config, task.train, dataset_keys(task.train), shard_of, models)
         valid = None
         if self.has_aggregator and valid_ds is not None and self.config["eval_step"] > 0:
@@ -304,7 +304,7 @@ class ShardedUnlearner(Unlearner):
         parts = ensemble.split(remaining)
         epochs, start = [], perf_counter()
         for k in touched.tolist():
-            ensemble.replace_shard(k, self.train_shard(k, parts[k], valid_ds))
+            ensemble.replace_shard(k, self.train_shard(k, parts[k], valid_ds, "retraining"))
             epochs.append(len(self.train_loss_dict))
         shards_time, start = perf_counter() - start, perf_counter()
         self.refresh_aggregator(ensemble, remaining, task.valid)
@@ -315,8 +315,10 @@ class ShardedUnlearner(Unlearner):
         if self.has_aggregator:
             self.info["aggregator_time_s"] = perf_counter() - start
 
-    def train_shard(self, k: int, data, valid_ds) -> nn.Module:
+    def train_shard(self, k: int, data, valid_ds, purpose: str = "training") -> nn.Module:
         """A fresh sub-model (seed ``seed + k``) trained on shard data ``data`` only."""
+        logger.info("%s: %s shard %d on %d interactions", type(self).__name__, purpose, k,
+                    len(data.inter_feat), extra={"stage": True})  # a console line (recbole_unlearn.console)
         valid = self._shard_valid(data, valid_ds)
         init_seed(self.config["seed"] + k, self.config["reproducibility"])
         model = self.base_class(self.config, data).to(self.device)
