@@ -129,3 +129,24 @@ def test_option_parsing():
     for bad in (["--compare", "retrain"], ["compare=retrain"], ["--=3"], ["--a=1", "--a=2"]):
         with pytest.raises(UnlearnInputError):
             parse_options(bad)
+
+
+@pytest.mark.parametrize("model, unlearner", [("ENMF", "sisa"), ("LightGCN", "ifru")])
+def test_console_is_quiet_and_readable(tmp_path, model, unlearner):
+    """One line per stage and the table: no config dump, no epoch lines, no warnings, no
+    progress bars piling up in a file; the full log is in RecBole's log file."""
+    keys = tiny_config_dict(model, epochs=3, checkpoint_dir=tmp_path / "ck", n_shards=2)
+    keys.pop("show_progress")
+    args = [f"--{k}={v}" for k, v in keys.items() if k != "state"]
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--dataset=tiny", f"--model={model}",
+                           f"--unlearner={unlearner}", *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "Warning" not in out + proc.stderr and "it/s" not in out and "epoch 1 training" not in out
+    stages = [ln.split("INFO  ", 1)[1].split(":")[0] for ln in out.splitlines() if "INFO  " in ln]
+    assert stages[:3] == ["data", "request", "original"] and "evaluation" in stages and stages[-1] == "outputs"
+    assert len(out.splitlines()) < 30
+    if unlearner == "sisa":
+        assert "SISA: building shard 1 on" in out
+    log = next(tmp_path.glob("log/*/*.log")).read_text()
+    assert "epoch 1 training" in log and "learning_rate" in log  # everything is in the log file
