@@ -1,6 +1,6 @@
 """Configuration: RecBole's ``Config`` with the plugin's property files layered in.
 
-Priority, lowest first (DESIGN.md section 3): RecBole's internal files, then
+Priority, lowest first: RecBole's internal files, then
 ``properties/overall.yaml``, ``properties/model/<Model>.yaml``,
 ``properties/unlearner/<Unlearner>.yaml``, ``dataset_configs/<dataset>.yaml``; then the user's
 ``config_file_list``, ``config_dict`` and ``--key=value`` on the command line.

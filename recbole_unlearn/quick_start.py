@@ -1,8 +1,11 @@
-"""``run_unlearn``: the whole pipeline of one run (DESIGN.md section 2), callable from Python.
+"""``run_unlearn``: the whole pipeline of one run, callable from Python.
 
-Config → dataset → split (built once) → request → original model Θ_a (trained, or loaded from
-``checkpoint``) → D_r → the unlearner's Θ_u (timed) → with ``compare: retrain`` also Retrain and
-Retrain* → every row evaluated on the same loaders → results.json, table, Θ_u checkpoint.
+Config (every key checked) → dataset → split (built once) → the checkpoint's ledger removed
+from the training split → request → original model Θ_a (trained, or loaded from ``checkpoint``
+and checked against the data) → D_r → the unlearner's Θ_u (timed) → with ``compare: retrain``
+also Retrain and Retrain* → every row evaluated on the same loaders → the staged outputs (Θ_u
+with its ledger and method state, results.json, the picture) published together → one audit
+record.
 """
 from __future__ import annotations
 

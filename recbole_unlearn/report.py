@@ -1,6 +1,6 @@
 """Evaluation of one row (Original, Retrain, an unlearner, ...) and the paper-style table.
 
-Every row is evaluated on the same loaders (history = D_r; DESIGN.md section 2), for all test
+Every row is evaluated on the same loaders (history = D_r), for all test
 users and for the forgetting users only.  Consistency with Retrain is measured with RBO
 (extrapolated RBO of Webber et al. 2010, persistence ``rbo_p``) of the forgetting users'
 top-k lists, with the same masking as ranking evaluation (training and validation items).

@@ -1,4 +1,4 @@
-"""Membership inference on the forgotten pairs: a completeness metric (DESIGN.md section 5).
+"""Membership inference on the forgotten pairs: a completeness metric.
 
 The attack
 ----------

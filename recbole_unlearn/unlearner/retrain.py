@@ -1,7 +1,7 @@
 """Retrain: the gold standard of exact unlearning — train from scratch on D_r.
 
 Same config, epoch cap and early stopping as the original model.  Run with another seed it
-gives the ``Retrain*`` row, the natural-variation yardstick (DESIGN.md section 5).
+gives the ``Retrain*`` row, the natural-variation yardstick (see the README's Results section).
 """
 from __future__ import annotations
 
