@@ -19,8 +19,9 @@ TARGET_TABLES = (("ml-100k", "ENMF"), ("ml-1m", "ENMF"))
 INTRO = """Every figure below was measured by `benchmarks/run.py` on the machine stated with it; this file
 is regenerated from the per-run JSON files under `{out}` (do not edit it by hand).  Rows:
 **Original** is Θ_a (trained on all data), **Retrain** retrains from scratch without the forgotten
-pairs (the gold standard), **Retrain\\*** is the same retrain with another seed (the natural
-variation any method should be judged against), then the unlearners.  Each cell is the mean ± the
+pairs (the gold standard), **Retrain\\*** starts from Retrain's initial parameters and trains
+with another seed (the AltEraser paper's yardstick of natural variation; runs recorded before
+that definition used another seed for everything and are re-run), then the unlearners.  Each cell is the mean ± the
 sample standard deviation (ddof = 1) over the seeds listed; every seed has its own split, request
 and Θ_a, shared by all rows of that seed.  Times are wall-clock seconds of the unlearning step
 (building D_r, the method, its validation); speed-up is Retrain's time / the row's in the same

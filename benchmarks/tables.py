@@ -31,6 +31,13 @@ def extra_rows(variants: list[Variant]) -> list[Variant]:
     return [v for v in variants if v.name != Retrain.__name__]
 
 
+def stale(path) -> bool:
+    """A Retrain* run recorded before Retrain* kept Retrain's initialisation (its params have
+    no ``retrain_train_seed``): it is run again."""
+    record = read_json(path) or {}
+    return record.get("row") == "Retrain*" and (record.get("params") or {}).get("retrain_train_seed") is None
+
+
 def row_names(variants: list[Variant]) -> list[str]:
     """Original, Retrain, Retrain*, then the unlearners in the order given (Retrain once)."""
     return list(FIXED_ROWS) + [v.name for v in extra_rows(variants)]
@@ -43,7 +50,7 @@ def run_tables(bench: Bench, variants: list[Variant], seeds: list[int], command:
     bar = progress(len(seeds) * len(names), f"tables {bench.key}")
     try:
         for seed in seeds:
-            todo = [n for n in names if not finished(bench.result_path(seed, n))]
+            todo = [n for n in names if not finished(bench.result_path(seed, n)) or stale(bench.result_path(seed, n))]
             bar.update(len(names) - len(todo))
             if todo:
                 _run_seed(bench, seed, variants, todo, bar)

@@ -231,7 +231,8 @@ def prepare(config: Config, saved: bool = True, checkpoint: Checkpoint | None = 
         stage("original: training %s on %d interactions ...", config["model"], len(train_a.inter_feat))
         original, train_time, info = train_original(config, train_a, valid_a)
         row, method_state = {"train_time_s": train_time, "epochs": info["epochs"],
-                             "original_converged": info["converged"]}, None
+                             "original_converged": info["converged"], "init_seed": int(config["seed"]),
+                             "train_seed": int(config["seed"])}, None
         stage("original: trained in %.1f s, %d epochs%s", train_time, info["epochs"],
               "" if info["converged"] is not False else " (stopped at the epoch cap, still improving)")
     remaining = remaining_dataset(train_a, request)
@@ -250,15 +251,19 @@ def run_unlearner(exp: Experiment, cls: type, config: Config | None = None) -> U
 
 
 def comparison_plan(config: Config, unlearner_cls: type) -> list[tuple[str, type, Config]]:
-    """(row name, class, config) of the rows to run: the unlearner, plus Retrain and Retrain*
-    (another seed) with ``compare: retrain``."""
+    """(row name, class, config) of the rows to run: the unlearner, plus with ``compare:
+    retrain`` Retrain and Retrain* (Retrain's initial parameters, another seed for the training
+    process) and, with ``compare_new_init``, a retrain with another seed for everything."""
     plan = [(unlearner_cls.__name__, unlearner_cls, config)]
     compare = str(config["compare"]).lower()
     if compare == "retrain":
-        star = config_with(config, seed=config["seed"] + int(config["retrain_star_seed_offset"]))
-        plan = [("Retrain", Retrain, config), ("Retrain*", Retrain, star)] + [
-            p for p in plan if p[1] is not Retrain
-        ]
+        other = config["seed"] + int(config["retrain_star_seed_offset"])
+        star = config_with(config, retrain_seed=config["seed"], retrain_train_seed=other)  # same initialisation
+        fixed = [("Retrain", Retrain, config_with(config, retrain_seed=None, retrain_train_seed=None)),
+                 ("Retrain*", Retrain, star)]
+        if config["compare_new_init"]:
+            fixed.append(("Retrain (new init)", Retrain, config_with(config, retrain_seed=other, retrain_train_seed=None)))
+        plan = fixed + [p for p in plan if p[1] is not Retrain]
     elif compare != "none":
         raise UnlearnInputError(f"compare must be none or retrain, not {config['compare']!r}")
     return plan

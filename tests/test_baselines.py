@@ -47,3 +47,25 @@ class TestWarmStart(UnlearnerContract):
         after = forgotten_probs(run_unlearner(exp, __import__("recbole_unlearn").get_unlearner("warmstart")).model,
                                 exp.request).mean().item()
         assert after < 0.6 * before, (before, after)
+
+
+def test_retrain_star_keeps_retrains_initialisation(monkeypatch):
+    """Retrain* (the paper's yardstick) starts from Retrain's initial parameters and only its
+    training process gets another seed; the optional new-initialisation row differs from both."""
+    from recbole_unlearn.config import config_with
+    from recbole_unlearn.quick_start import comparison_plan
+    from recbole_unlearn.unlearner.base import BestStateTrainer
+
+    exp = tiny_experiment("ENMF", forget="private")
+    plan = comparison_plan(config_with(exp.config, compare="retrain", compare_new_init=True), Retrain)
+    assert [p[0] for p in plan] == ["Retrain", "Retrain*", "Retrain (new init)"]
+    trained = {name: run_unlearner(exp, cls, cfg) for name, cls, cfg in plan}
+    seed = exp.config["seed"]
+    assert trained["Retrain"].info["init_seed"] == trained["Retrain*"].info["init_seed"] == seed
+    assert trained["Retrain*"].info["train_seed"] != seed
+    assert not torch.equal(trained["Retrain"].model.user_embedding.weight, trained["Retrain*"].model.user_embedding.weight)
+
+    monkeypatch.setattr(BestStateTrainer, "fit_on", lambda self, *a, **k: None)  # the initial parameters only
+    start = {name: run_unlearner(exp, cls, cfg).model.state_dict() for name, cls, cfg in plan}
+    assert all(torch.equal(start["Retrain"][k], start["Retrain*"][k]) for k in start["Retrain"])
+    assert not torch.equal(start["Retrain"]["user_embedding.weight"], start["Retrain (new init)"]["user_embedding.weight"])

@@ -318,3 +318,14 @@ def test_a_variant_row_runs_with_its_keys(tmp_path):
     assert variant["params"]["warm_epochs"] == 1 and plain["params"]["warm_epochs"] != 1
     assert variant["result"]["epochs"] == 1 < plain["result"]["epochs"]
     assert list(tables.summarize(_tables_dir(tmp_path))["rows"])[-2:] == ["WarmStart", "WarmStart[warm_epochs=1]"]
+
+
+def test_retrain_star_runs_of_the_old_definition_are_stale(tmp_path):
+    from benchmarks.tables import stale
+    from recbole_unlearn.checkpoint import write_json
+
+    old, new, other = tmp_path / "old.json", tmp_path / "new.json", tmp_path / "other.json"
+    write_json(old, {"row": "Retrain*", "params": {"retrain_seed": None}, "result": {}})
+    write_json(new, {"row": "Retrain*", "params": {"retrain_seed": 2020, "retrain_train_seed": 2021}, "result": {}})
+    write_json(other, {"row": "WarmStart", "params": {"warm_epochs": 50}, "result": {}})
+    assert stale(old) and not stale(new) and not stale(other) and not stale(tmp_path / "missing.json")
