@@ -8,8 +8,10 @@ t−1: training data D_{t−1} = D_a minus R_1 ∪ … ∪ R_{t−1}, and the ch
 Retrain's chain retrains from scratch on the cumulative D_t at every step.  Each step is
 evaluated on the same loaders for both, over every pair forgotten so far: accuracy drift
 (row − Retrain), RBO vs Retrain, MIA AUC, and cumulative time (the method vs retraining at
-every request).  Unlearners that do request-independent pre-training redo it at every step
-(it is reported as ``pretrain_time_s`` and not counted in ``time_s``).
+every request).  A method's request-independent preparation is paid at the first step and its
+state carried along the chain (AltEraser's cache, UnlearnRec's encoder, the shard ensembles),
+as the command line does; the cumulative time counts every preparation (``prepare_time_s``)
+and every update (inside ``time_s``).
 
 Resume: every step's model is cached with its evaluated record; a chain's JSON is written when
 all N steps are done.
@@ -115,7 +117,7 @@ def _run_seed(bench, seed, chains, todo, n_requests, users_per_request, bar) -> 
 def _chain(bench, seed, name, cls, cfg, exp, steps, setups, references, bar, counted: bool):
     """Run (or load from the step cache) one chain; returns its step records and the forgetting
     users' top-k lists of every step."""
-    model, records, topks, cum_time = exp.original, [], [], 0.0
+    model, state, records, topks, cum_time = exp.original, None, [], [], 0.0
     for t, (step, setup) in enumerate(zip(steps, setups)):
         path = bench.cache_path(seed, f"{name}-step{t + 1:02d}")
         cached, meta = load_model(path, cfg, step.remaining)
@@ -123,14 +125,15 @@ def _chain(bench, seed, name, cls, cfg, exp, steps, setups, references, bar, cou
             model, record = cached, meta["record"]
         else:
             bar.set_postfix_str(f"seed {seed}: {name} step {t + 1}")
-            outcome = run_unlearner(dataclasses.replace(step, original=model), cls, cfg)
-            model = outcome.model
+            carried = (cls.__name__, state) if state else None  # the previous step's method state
+            outcome = run_unlearner(dataclasses.replace(step, original=model, method_state=carried), cls, cfg)
+            model, state = outcome.model, outcome.state
             topk = forget_user_topk(model, setup) if len(setup.forget_users) else None
             record = {"step": t + 1, **step.request.summary(), "forgotten_users": len(setup.forget_users),
                       "time_s": outcome.time_s, **outcome.info,
                       **evaluate_row(model, setup, topk if references is None else references[t])}
             save_model(path, model, cfg, step.remaining, role=f"sequential-{name}", record=record)
-        cum_time += record["time_s"]
+        cum_time += record["time_s"] + (record.get("prepare_time_s") or 0.0)  # every preparation counts
         record["cum_time_s"] = cum_time
         records.append(record)
         topks.append(forget_user_topk(model, setup) if len(setup.forget_users) else None)

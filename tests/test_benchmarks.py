@@ -329,3 +329,13 @@ def test_retrain_star_runs_of_the_old_definition_are_stale(tmp_path):
     write_json(new, {"row": "Retrain*", "params": {"retrain_seed": 2020, "retrain_train_seed": 2021}, "result": {}})
     write_json(other, {"row": "WarmStart", "params": {"warm_epochs": 50}, "result": {}})
     assert stale(old) and not stale(new) and not stale(other) and not stale(tmp_path / "missing.json")
+
+
+def test_first_request_speedup_counts_a_reused_preparation():
+    from benchmarks.tables import _prepare_time
+
+    assert _prepare_time({"time_s": 1.0}) == 0.0
+    assert _prepare_time({"pretrain_time_s": 2.0}) == 2.0
+    assert _prepare_time({"encoder_pretrain_time_s": 5.0}) == 5.0  # an encoder reused from the cache
+    assert _prepare_time({"shards_reused": True, "pretrain_time_s": 0.1, "shards_build_time_s": 30.0}) == 30.0
+    assert _prepare_time({"prepare_time_s": 0.0, "pretrain_time_s": 9.0}) == 0.0  # carried along a chain

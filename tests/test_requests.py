@@ -92,8 +92,10 @@ def test_alteraser_carries_an_exact_item_cache_along_the_chain(tmp_path):
     files = [request_file(tmp_path / f"a{k}.forget", pairs[4 * k: 4 * k + 4]) for k in range(3)]
     steps = chain(tmp_path, files, unlearner="AltEraser")
     assert steps[0]["rows"]["AltEraser"].get("pretrain_time_s") is not None  # built once, on the original
+    assert steps[0]["rows"]["AltEraser"]["prepare_time_s"] == steps[0]["rows"]["AltEraser"]["pretrain_time_s"]
     for step in steps[1:]:
-        assert step["rows"]["AltEraser"]["cache_carried"] and "pretrain_time_s" not in step["rows"]["AltEraser"]
+        row = step["rows"]["AltEraser"]
+        assert row["cache_carried"] and "pretrain_time_s" not in row and row["prepare_time_s"] == 0.0
     last = read_checkpoint(steps[-1]["checkpoint"])
     carried = read_checkpoint(Path(steps[-1]["checkpoint"]).parent / last.meta["state_file"]).state_dict
     exp = prepare(Config("ENMF", TINY, config_dict=cfg(tmp_path, checkpoint=steps[-1]["checkpoint"])), saved=False)

@@ -7,7 +7,7 @@ Metrics
 
       W. Webber, A. Moffat, J. Zobel. "A similarity measure for indefinite rankings".
       ACM Transactions on Information Systems 28(4), article 20, 2010.
-      doi:10.1145/1852102.1852106  (equation 32, equal-length lists)
+      doi:10.1145/1852102.1852106  (equation 30, equal-length lists; equation 32 is the uneven-length form)
 
   Used to compare the top-k lists of the unlearned model with those of a reference model
   (e.g. the model retrained from scratch without the forgotten interactions).
@@ -47,7 +47,7 @@ def _check_p(p: float) -> float:
 def rbo(a: Sequence[int], b: Sequence[int], p: float = 0.9, k: int | None = None) -> float:
     """Extrapolated Rank-Biased Overlap ``RBO_ext`` of two rankings truncated at depth ``k``.
 
-    Variant: Webber, Moffat & Zobel (2010), eq. 32 (equal-length prefixes)::
+    Variant: Webber, Moffat & Zobel (2010), eq. 30 (equal-length prefixes)::
 
         RBO_ext = (X_k / k) * p**k + (1 - p) / p * sum_{d=1..k} (X_d / d) * p**d
 
@@ -62,7 +62,7 @@ def rbo(a: Sequence[int], b: Sequence[int], p: float = 0.9, k: int | None = None
         p: persistence, ``0 < p < 1``.
         k: evaluation depth.  Defaults to the common length ``min(len(a), len(b))``; if a list
             is shorter than ``k`` the common length is used instead (lists of different length
-            are truncated to the shorter one; the uneven-length form, eq. 30, is not used).
+            are truncated to the shorter one; the uneven-length form, eq. 32, is not used).
 
     Returns:
         The RBO_ext value as a Python float.
@@ -125,7 +125,7 @@ def _overlap_by_depth(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def mean_rbo(topk_a: torch.Tensor, topk_b: torch.Tensor, p: float = 0.9) -> float:
-    """Mean over users of :func:`rbo` (RBO_ext, Webber et al. 2010, eq. 32) of two top-k lists.
+    """Mean over users of :func:`rbo` (RBO_ext, Webber et al. 2010, eq. 30) of two top-k lists.
 
     Vectorised: row ``r`` of ``topk_a`` is compared with row ``r`` of ``topk_b``.
 

@@ -1,7 +1,7 @@
 """RecBole 1.2.1 evaluator adapter: the ``RBO`` ranking metric (``rbo@k``).
 
 RBO is Rank-Biased Overlap in its extrapolated form ``RBO_ext`` (Webber, Moffat, Zobel 2010,
-"A similarity measure for indefinite rankings", ACM TOIS 28(4), eq. 32); see
+"A similarity measure for indefinite rankings", ACM TOIS 28(4), eq. 30); see
 :func:`recbole_unlearn.evaluator.metrics.rbo`.
 
 How RecBole 1.2.1 finds metrics

@@ -261,7 +261,7 @@ class ShardedUnlearner(Unlearner):
         if getattr(task.original, "is_ensemble", False):  # the next request of a chain
             self.settings_check(task)
             self.base_class = type(task.original.shards[0])
-            self.info.update(shards_reused=True, n_shards=self.model.n_shards)
+            self.info.update(shards_reused=True, n_shards=self.model.n_shards, prepare_time_s=0.0)
             return False
         score_embeddings(task.original)  # unsupported models fail before any training
         if self.params.n_shards < 1:
@@ -278,6 +278,8 @@ class ShardedUnlearner(Unlearner):
         else:
             ensemble, meta = loaded
         self.info["shards_build_time_s"] = meta.get("build_time_s")
+        if loaded is not None:  # built by an earlier run: its cost is still this preparation's
+            self.info["prepare_time_s"] = meta.get("build_time_s")
         self.model = ensemble.eval()
         self.info["n_shards"] = ensemble.n_shards
         self.info["shard_sizes"] = np.bincount(ensemble.partition_shards.numpy(), minlength=ensemble.n_shards).tolist()

@@ -84,7 +84,7 @@ class AltEraser(Unlearner):
         carried = task.method_state or {}
         if {"item_outer", "item_square", "item_linear"} <= set(carried):
             self._item_cache = BlockSums(carried["item_outer"], carried["item_square"], carried["item_linear"])
-            self.info["cache_carried"] = True
+            self.info.update(cache_carried=True, prepare_time_s=0.0)
             return False
         users, items = _pairs(task.train)
         blocks = ENMFBlocks(task.original, users, items)

@@ -129,7 +129,7 @@ class UnlearnRec(Unlearner):
         carried = {k[len("encoder."):]: v for k, v in (task.method_state or {}).items() if k.startswith("encoder.")}
         if carried:  # the next request of a chain: the encoder the previous request used
             self.encoder.load_state_dict(carried)
-            self.info.update(encoder_carried=True)
+            self.info.update(encoder_carried=True, prepare_time_s=0.0)
             return False
         path, meta = self.encoder_path(task), self.encoder_meta(task)
         if path.is_file():
@@ -137,7 +137,8 @@ class UnlearnRec(Unlearner):
             if all(saved.get(k) == v for k, v in meta.items()):
                 self.encoder.load_state_dict(state)
                 self.info.update(encoder_reused=True, encoder_path=str(path),
-                                 encoder_pretrain_time_s=saved.get("pretrain_time_s"))
+                                 encoder_pretrain_time_s=saved.get("pretrain_time_s"),
+                                 prepare_time_s=saved.get("pretrain_time_s"))
                 return False
             logger.warning("encoder %s does not match this model, data or keys: pre-training again", path)
         if p.pretrain_epochs <= 0:
