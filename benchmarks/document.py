@@ -20,8 +20,9 @@ INTRO = """Every figure below was measured by `benchmarks/run.py` on the machine
 is regenerated from the per-run JSON files under `{out}` (do not edit it by hand).  Rows:
 **Original** is Θ_a (trained on all data), **Retrain** retrains from scratch without the forgotten
 pairs (the gold standard), **Retrain\\*** starts from Retrain's initial parameters and trains
-with another seed (the AltEraser paper's yardstick of natural variation; runs recorded before
-that definition used another seed for everything and are re-run), then the unlearners.  Each cell is the mean ± the
+with another seed (the AltEraser paper's yardstick of natural variation; a run recorded before
+that definition used another seed for everything and is shown as **Retrain (new init)** until
+its experiment is run again), then the unlearners.  Each cell is the mean ± the
 sample standard deviation (ddof = 1) over the seeds listed; every seed has its own split, request
 and Θ_a, shared by all rows of that seed.  Times are wall-clock seconds of the unlearning step
 (building D_r, the method, its validation); speed-up is Retrain's time / the row's in the same

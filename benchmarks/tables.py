@@ -31,11 +31,18 @@ def extra_rows(variants: list[Variant]) -> list[Variant]:
     return [v for v in variants if v.name != Retrain.__name__]
 
 
+#: the name under which a Retrain* of the old definition (another seed for everything) is shown
+OLD_RETRAIN_STAR = "Retrain (new init)"
+
+
+def _stale_record(record: dict) -> bool:
+    return record.get("row") == "Retrain*" and (record.get("params") or {}).get("retrain_train_seed") is None
+
+
 def stale(path) -> bool:
     """A Retrain* run recorded before Retrain* kept Retrain's initialisation (its params have
-    no ``retrain_train_seed``): it is run again."""
-    record = read_json(path) or {}
-    return record.get("row") == "Retrain*" and (record.get("params") or {}).get("retrain_train_seed") is None
+    no ``retrain_train_seed``): it is run again (and shown as ``Retrain (new init)``)."""
+    return _stale_record(read_json(path) or {})
 
 
 def row_names(variants: list[Variant]) -> list[str]:
@@ -108,7 +115,10 @@ def load_results(result_dir) -> dict[int, dict[str, dict]]:
     ``speedup`` (Retrain's time in that seed / its own)."""
     per_seed: dict[int, dict[str, dict]] = {}
     for rec in run_records(result_dir)[0]:
-        per_seed.setdefault(rec["seed"], {})[rec["row"]] = dict(rec["result"])
+        # a Retrain* recorded before it kept Retrain's initialisation is what it was: a retrain
+        # with another seed for everything
+        row = OLD_RETRAIN_STAR if _stale_record(rec) else rec["row"]
+        per_seed.setdefault(rec["seed"], {})[row] = dict(rec["result"])
     for rows in per_seed.values():
         retrain_time = rows.get("Retrain", {}).get("time_s")
         for row in rows.values():
@@ -140,7 +150,7 @@ def summarize(result_dir) -> dict:
     """
     per_seed = load_results(result_dir)
     listed = (read_json(result_dir / "experiment.json") or {}).get("unlearners", [])
-    rank = {n: i for i, n in enumerate(dict.fromkeys(list(FIXED_ROWS) + listed))}
+    rank = {n: i for i, n in enumerate(dict.fromkeys(list(FIXED_ROWS) + [OLD_RETRAIN_STAR] + listed))}
     found = {name for rows in per_seed.values() for name in rows}
     order = sorted(found, key=lambda n: (rank.get(n, len(rank)), n))
     rows = {name: aggregate([r[name] for r in per_seed.values() if name in r]) for name in order}
@@ -171,4 +181,12 @@ def markdown_tables(summary: dict, k_main: int = 20) -> str:
          fmt(r.get("prepare_time_s"), 2), fmt(r.get("first_request_speedup"), 1, "×")]
         for n, r in rows.items()
     ]))
+    if any(r.get(f"fairness_gap.ndcg@{k_main}") for r in rows.values()):
+        out += ["", f"**Fairness** (CURE4Rec's aspect: NDCG@{k_main} of the active users, the most active "
+                "`fairness_active_share` of the test users by training interactions, and of the inactive rest; "
+                "gap = active − inactive)", ""]
+        out.append(markdown_table(["row", "active", "inactive", "gap"], [
+            [n, fmt(r.get(f"test_active.ndcg@{k_main}")), fmt(r.get(f"test_inactive.ndcg@{k_main}")),
+             fmt(r.get(f"fairness_gap.ndcg@{k_main}"))] for n, r in rows.items()
+        ]))
     return "\n".join(out) + errors_text(summary.get("errors", {}))

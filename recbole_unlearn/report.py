@@ -34,6 +34,7 @@ class EvalSetup:
     forget_pairs: tuple[torch.Tensor, torch.Tensor]  # ([n], [n]) internal ids
     history: torch.Tensor  # [n_forget_users, n_items] bool: items masked in ranking
     mia_pairs: MembershipPairs | None = None  # forgotten vs never-seen pairs of the attack
+    groups: dict | None = None  # {"active": loader, "inactive": loader}: the fairness groups' test users
 
 
 def make_eval_setup(config, remaining, valid_ds, test_loader, request) -> EvalSetup:
@@ -56,7 +57,26 @@ def make_eval_setup(config, remaining, valid_ds, test_loader, request) -> EvalSe
         history[rows, torch.as_tensor(i[sel], dtype=torch.long)] = True
     pairs = (torch.as_tensor(request.users, dtype=torch.long), torch.as_tensor(request.items, dtype=torch.long))
     mia = request_membership_pairs(request, remaining, [valid_ds, test_ds], seed=int(config["seed"]))
-    return EvalSetup(config, test_loader, test_forget, users, pairs, history, mia)
+    groups = activity_groups(config, remaining, request, test_loader)
+    return EvalSetup(config, test_loader, test_forget, users, pairs, history, mia, groups)
+
+
+def activity_groups(config, remaining, request, test_loader) -> dict | None:
+    """Test loaders of the active users (the ``fairness_active_share`` with the most training
+    interactions in D_a = D_r + the request) and of the inactive rest: CURE4Rec's fairness
+    aspect is the accuracy gap between the two groups.  None if a group would be empty."""
+    counts = np.bincount(remaining.inter_feat[remaining.uid_field].numpy(), minlength=remaining.user_num)
+    counts = counts + np.bincount(np.asarray(request.users, dtype=np.int64), minlength=remaining.user_num)
+    test_ds = test_loader._dataset
+    test_users = test_ds.inter_feat[test_ds.uid_field].numpy()
+    present = np.unique(test_users)
+    n_active = int(np.ceil(float(config["fairness_active_share"]) * len(present)))
+    if len(present) < 2 or n_active < 1 or n_active >= len(present):
+        return None
+    order = present[np.argsort(-counts[present], kind="stable")]
+    active = np.isin(test_users, order[:n_active])
+    return {name: type(test_loader)(config, select_rows(test_ds, mask), test_loader._sampler, shuffle=False)
+            for name, mask in (("active", active), ("inactive", ~active))}
 
 
 @torch.no_grad()
@@ -77,6 +97,10 @@ def evaluate_row(model, setup: EvalSetup, reference_topk: torch.Tensor | None = 
     out = {"test": _plain(trainer.evaluate(setup.test, load_best_model=False))}
     if setup.test_forget is not None:
         out["test_forget_users"] = _plain(trainer.evaluate(setup.test_forget, load_best_model=False))
+    if setup.groups is not None:
+        active, inactive = (_plain(trainer.evaluate(setup.groups[g], load_best_model=False)) for g in ("active", "inactive"))
+        out["fairness_gap"] = {k: active[k] - inactive[k] for k in active}  # active − inactive users' accuracy
+        out["test_active"], out["test_inactive"] = active, inactive
     users, items = setup.forget_pairs
     out["repredict_score"] = repredict_score(model.predict_proba(users, items)) if len(users) else None
     mia = setup.mia_pairs
