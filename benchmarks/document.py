@@ -69,7 +69,9 @@ def _tables_section(result_dir: Path, report: Path, plot_dir: Path) -> tuple[lis
     for r in records:
         t = r["result"].get("time_s") or r["result"].get("train_time_s") or 0.0
         cost[r["seed"]] = cost.get(r["seed"], 0.0) + t + (r["result"].get("pretrain_time_s") or 0.0)
-    lines = [f"## {exp['dataset']} · {exp['model']} · `{exp['scenario']}` scenario", ""]
+    selection = (exp.get("overrides") or {}).get("forget_selection")
+    which = f" ({selection} users)" if exp["scenario"] == "users" and selection else ""
+    lines = [f"## {exp['dataset']} · {exp['model']} · `{exp['scenario']}` scenario{which}", ""]
     if originals:
         f = originals[0]["forget"]
         lines += [f"Request: {f['users']} forgetting users, {f['interactions']:,} interactions (seed "

@@ -67,7 +67,8 @@ class RunOutputs:
         """Staging path of output ``name`` (the folder is made on first use)."""
         if not self.staging.is_dir():
             self.staging.parent.mkdir(parents=True, exist_ok=True)
-            remove_stale(self.staging.parent, f".*.pid*.staging")
+            for leftover in (".*.pid*.staging", ".*.pid*.old"):  # what killed runs left behind
+                remove_stale(self.staging.parent, leftover)
             self.staging.mkdir()
         return self.staging / name
 
