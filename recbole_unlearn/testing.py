@@ -1,0 +1,181 @@
+"""The unlearner contract, shipped so that your own unlearner can be tested with it.
+
+Subclass :class:`UnlearnerContract` in a pytest file, set ``unlearner`` (the registered name),
+``models`` and ``config`` (keys that keep the method fast on the tiny dataset), and pytest runs
+every ``test_*`` method of the contract for each model::
+
+    from recbole_unlearn.testing import UnlearnerContract
+
+    class TestMyUnlearner(UnlearnerContract):
+        unlearner = "MyUnlearner"
+        models = ("ENMF",)
+        config = {"my_epochs": 3}
+
+The contract runs on a tiny synthetic dataset (two taste clusters, so a few epochs learn
+something and forgetting is measurable), written once per process into a temporary folder.
+Methods that take ``model_name`` run once per entry of ``models`` (``pytest_generate_tests``
+below; import it into your ``conftest.py`` as ``from recbole_unlearn.testing import
+pytest_generate_tests`` if your tests do not have one).
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+from dataclasses import fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from recbole.data.interaction import Interaction
+
+from recbole_unlearn.config import Config, resource_dir
+from recbole_unlearn.data.remaining import dataset_keys, pair_keys
+from recbole_unlearn.quick_start import prepare, run_unlearner
+from recbole_unlearn.unlearner import get_unlearner
+
+TINY = "tiny"
+TINY_USERS, TINY_ITEMS, PER_USER = 60, 40, 14
+
+_root: Path | None = None
+_experiments: dict = {}
+
+
+def write_tiny_dataset(root: Path, name: str = TINY, seed: int = 0) -> Path:
+    """Write ``root/name/name.inter``; returns ``root``."""
+    rng = np.random.default_rng(seed)
+    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    half = TINY_ITEMS // 2
+    for u in range(1, TINY_USERS + 1):
+        own = np.arange(1, half + 1) + (u % 2) * half
+        items = set(rng.choice(own, size=PER_USER - 3, replace=False).tolist())
+        while len(items) < PER_USER:
+            items.add(int(rng.integers(1, TINY_ITEMS + 1)))
+        for t, i in enumerate(sorted(items)):
+            lines.append(f"u{u}\ti{i}\t{1 + (u + i) % 5}\t{t}")
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.inter").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def tiny_config(root: str | Path, model: str, **overrides) -> dict:
+    """Config keys for a fast run on the tiny dataset under ``root`` (checkpoints under it)."""
+    cfg = {
+        "data_path": str(root),
+        "checkpoint_dir": str(Path(root) / "saved"),
+        "log_wandb": False,
+        "show_progress": False,
+        "state": "ERROR",
+        # no early stopping: fixed epochs make the models memorise the injected noise pairs
+        "epochs": 60,
+        "eval_step": 0,
+        "embedding_size": 16,
+        "forget_users": 12,
+        "train_batch_size": 16 if model == "ENMF" else 128,
+        "learning_rate": 0.02 if model == "ENMF" else 0.01,
+        "eval_batch_size": 4096,
+        "seed": 2020,
+        "topk": [5, 10, 20],
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def tiny_experiment(model: str, root: str | Path | None = None, **overrides):
+    """A prepared Experiment (split, request, trained Θ_a) on the tiny dataset, cached per
+    (root, model, overrides); callers get a deep copy of Θ_a, so no test alters another's."""
+    global _root
+    if root is None:
+        if _root is None:
+            _root = write_tiny_dataset(Path(tempfile.mkdtemp(prefix="recbole-unlearn-tiny-")))
+        root = _root
+    key = (str(root), model, tuple(sorted(overrides.items())))
+    if key not in _experiments:
+        config = Config(model=model, dataset=TINY, config_dict=tiny_config(root, model, **overrides))
+        _experiments[key] = prepare(config, saved=False)
+    exp = copy.copy(_experiments[key])
+    exp.original = copy.deepcopy(exp.original)
+    return exp
+
+
+def pytest_generate_tests(metafunc):
+    """Contract classes run each test once per entry of their ``models``."""
+    if "model_name" in metafunc.fixturenames and metafunc.cls is not None:
+        metafunc.parametrize("model_name", list(getattr(metafunc.cls, "models", ("ENMF",))))
+
+
+def forgotten_rank(model, request) -> float:
+    """Mean fraction of items a forgotten pair's item outranks in its user's full ranking.
+
+    Scale-free (BPR scores carry no calibrated probability), so it works for every model.
+    """
+    with torch.no_grad():
+        model.eval()
+        users = torch.as_tensor(request.users)
+        scores = model.full_sort_predict(Interaction({model.USER_ID: users})).view(len(users), -1)
+        own = scores[torch.arange(len(users)), torch.as_tensor(request.items)]
+        return (scores[:, 1:] < own[:, None]).float().mean().item()
+
+
+def forgotten_probs(model, request) -> torch.Tensor:
+    with torch.no_grad():
+        model.eval()
+        return model.predict_proba(torch.as_tensor(request.users), torch.as_tensor(request.items))
+
+
+class UnlearnerContract:
+    unlearner: str = ""
+    models: tuple[str, ...] = ("ENMF", "LightGCN")
+    config: dict = {}
+    #: how far the forgotten (noise) pairs' mean rank percentile must fall below Θ_a's
+    #: (on the tiny data Θ_a ranks them at about 0.65, Retrain at about 0.35)
+    min_rank_drop: float = 0.1
+
+    def experiment(self, model_name: str, forget: str = "noise"):
+        """A prepared experiment on the tiny dataset (cached; each call gets its own copy of
+        Θ_a).  Override it to run the contract on your own data."""
+        return tiny_experiment(model_name, forget=forget, **self.config)
+
+    def run(self, exp):
+        return run_unlearner(exp, get_unlearner(self.unlearner))
+
+    def test_forgotten_pairs_score_drops(self, model_name):
+        exp = self.experiment(model_name)
+        before = forgotten_rank(exp.original, exp.request)
+        after = forgotten_rank(self.run(exp).model, exp.request)
+        assert after < before - self.min_rank_drop, (before, after)
+
+    def test_result_no_longer_trained_on_request(self, model_name):
+        exp = self.experiment(model_name, forget="private")
+        outcome = self.run(exp)
+        forgotten = pair_keys(exp.request.users, exp.request.items, exp.train.item_num)
+        assert not np.isin(dataset_keys(outcome.remaining), forgotten).any()
+        assert not np.isin(outcome.model.trained_pair_keys().cpu().numpy(), forgotten).any()
+        assert outcome.time_s > 0
+
+    def test_original_is_not_modified(self, model_name):
+        exp = self.experiment(model_name, forget="private")
+        before = {k: v.clone() for k, v in exp.original.state_dict().items()}
+        self.run(exp)
+        for k, v in exp.original.state_dict().items():
+            assert torch.equal(v, before[k]), k
+
+    def test_empty_request_is_a_no_op(self, model_name):
+        exp = self.experiment(model_name, forget="private")
+        empty = np.zeros(0, dtype=np.int64)
+        exp.request = replace(exp.request, users=empty, items=empty)
+        outcome = self.run(exp)
+        for k, v in exp.original.state_dict().items():
+            assert torch.equal(outcome.model.state_dict()[k], v), k
+
+    def test_yaml_keys_match_params(self):
+        cls = get_unlearner(self.unlearner)
+        path = resource_dir("properties") / "unlearner" / f"{cls.__name__}.yaml"
+        keys = set((yaml.safe_load(path.read_text()) or {}).keys())
+        assert keys == {f.name for f in fields(cls.params_class)}
+
+    def test_lookup_is_case_insensitive(self):
+        cls = get_unlearner(self.unlearner)
+        assert get_unlearner(cls.__name__.upper()) is cls
+        assert get_unlearner(cls.__name__.lower()) is cls
