@@ -21,7 +21,7 @@ from recbole.utils import argument_list
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.model import MODELS, get_model_class
 from recbole_unlearn.options import KeySpec, convert, read_specs, shown, unknown_key_error, yaml_keys
-from recbole_unlearn.registry import unlearner_names
+from recbole_unlearn.registry import registered_keys, unlearner_names
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -170,7 +170,7 @@ class Config(RecBoleConfig):
     def _check_external_keys(self) -> None:
         """Unknown keys are errors; documented keys are converted to their type."""
         specs = plugin_specs()
-        known = set(specs) | recbole_keys() | set(self.internal_config_dict) | EXTRA_KEYS
+        known = set(specs) | recbole_keys() | set(self.internal_config_dict) | EXTRA_KEYS | registered_keys()
         raw = self.__dict__.get("_raw_values", {})
         from_argv_only = self.__dict__.get("_argv_keys", set()) - set(self.variable_config_dict) - set(self.file_config_dict)
         for key in list(self.external_config_dict):

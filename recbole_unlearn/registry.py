@@ -6,6 +6,7 @@ Importing :mod:`recbole_unlearn.unlearner` registers the shipped methods.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import TypeVar
 
 from recbole_unlearn.errors import UnlearnInputError
@@ -22,6 +23,12 @@ def register_unlearner(cls: T) -> T:
         raise ValueError(f"an unlearner named {cls.__name__!r} is already registered")
     _REGISTRY[key] = cls
     return cls
+
+
+def registered_keys() -> set[str]:
+    """The parameter names of every registered unlearner (a user's own included)."""
+    return {f.name for cls in _REGISTRY.values() for f in dataclasses.fields(getattr(cls, "params_class", object))
+            if dataclasses.is_dataclass(getattr(cls, "params_class", None))}
 
 
 def unlearner_names() -> list[str]:

@@ -131,6 +131,8 @@ class UnlearnerContract:
     #: how far the forgotten (noise) pairs' mean rank percentile must fall below Θ_a's
     #: (on the tiny data Θ_a ranks them at about 0.65, Retrain at about 0.35)
     min_rank_drop: float = 0.1
+    #: the YAML file documenting the unlearner's keys (None: the shipped properties/unlearner/<Name>.yaml)
+    properties_file: str | None = None
 
     def experiment(self, model_name: str, forget: str = "noise"):
         """A prepared experiment on the tiny dataset (cached; each call gets its own copy of
@@ -170,8 +172,11 @@ class UnlearnerContract:
             assert torch.equal(outcome.model.state_dict()[k], v), k
 
     def test_yaml_keys_match_params(self):
+        """The unlearner's property file (``properties_file``, else the shipped one) documents
+        exactly its parameters."""
         cls = get_unlearner(self.unlearner)
-        path = resource_dir("properties") / "unlearner" / f"{cls.__name__}.yaml"
+        path = Path(self.properties_file or resource_dir("properties") / "unlearner" / f"{cls.__name__}.yaml")
+        assert path.is_file(), f"{cls.__name__} has no property file {path}; set properties_file"
         keys = set((yaml.safe_load(path.read_text()) or {}).keys())
         assert keys == {f.name for f in fields(cls.params_class)}
 
