@@ -84,13 +84,13 @@ def check_fingerprint(config, ckpt: Checkpoint, train, ledger: Ledger, source_ro
 def load_original(config, train, ckpt: Checkpoint) -> torch.nn.Module:
     """Θ_a from checkpoint ``ckpt`` (already checked against ``train``), its rows mapped onto
     this dataset's ids when the ids were renumbered."""
-    ensemble = ckpt.meta.get("ensemble")
-    if ensemble is not None:
-        return get_unlearner(ensemble).restore_ensemble(config, train, ckpt.state_dict).eval()
     model = config.model_class(config, train)
     state = ckpt.state_dict
     if ckpt.id_codes is not None:
         state = remap_rows(state, ckpt.id_codes, current_codes(train, ckpt.meta), model.state_dict())
+    ensemble = ckpt.meta.get("ensemble")
+    if ensemble is not None:
+        return get_unlearner(ensemble).restore_ensemble(config, train, state).eval()
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # tensor shapes of another dataset or embedding size

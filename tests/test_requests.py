@@ -135,13 +135,15 @@ def benchmark_dataset(root: Path, name: str, without_user: str | None = None) ->
         (root / name / f"{name}.{part}.inter").write_text("\n".join([header, *lines]) + "\n")
 
 
-def test_fixed_split_whose_file_lost_the_forgotten_rows(tmp_path):
+@pytest.mark.parametrize("unlearner", ["AltEraser", "SISA"])
+def test_fixed_split_whose_file_lost_the_forgotten_rows(tmp_path, unlearner):
     """A whole user is forgotten and the platform deletes the user's rows from its train file:
     ids are renumbered, the checkpoint's rows follow their tokens, and the chain goes on."""
-    keys = dict(benchmark_filename=["train", "valid", "test"], data_path=str(tmp_path / "data"))
+    keys = dict(benchmark_filename=["train", "valid", "test"], data_path=str(tmp_path / "data"), unlearner=unlearner,
+                n_shards=2)
     benchmark_dataset(tmp_path / "data", "fixed")
     gone = (tmp_path / "data" / "fixed" / "fixed.train.inter").read_text().splitlines()[1].split("\t")[0]
-    step = run_unlearn("ENMF", "fixed", config_dict=cfg(tmp_path, forget="file", unlearner="AltEraser",
+    step = run_unlearn("ENMF", "fixed", config_dict=cfg(tmp_path, forget="file",
                                                         forget_file=request_file(tmp_path / "f.forget", users=[gone]), **keys))
     benchmark_dataset(tmp_path / "data", "fixed", without_user=gone)  # the rows are gone from the file
     exp = prepare(Config("ENMF", "fixed", config_dict=cfg(tmp_path, checkpoint=step["checkpoint"], **keys)), saved=False)
@@ -151,8 +153,13 @@ def test_fixed_split_whose_file_lost_the_forgotten_rows(tmp_path):
     new_codes = current_codes(exp.train, saved.meta)["user"]
     moved = [(old[int(c)], r) for r, c in enumerate(new_codes) if int(c) in old and old[int(c)] != r]
     assert moved  # the ids were renumbered, and each row followed its token
+    table = "shards.0.user_embedding.weight" if unlearner == "SISA" else "user_embedding.weight"
+    current = exp.original.state_dict()
     for o, n in moved:
-        assert torch.equal(exp.original.user_embedding.weight[n], saved.state_dict["user_embedding.weight"][o])
+        assert torch.equal(current[table][n], saved.state_dict[table][o])
+    if unlearner == "SISA":  # the partition's pair keys were re-encoded onto the new ids
+        t = exp.train
+        assert set(exp.original.partition_keys.tolist()) == set(dataset_keys(t).tolist())
     nxt = run_unlearn("ENMF", "fixed", config_dict=cfg(tmp_path, checkpoint=step["checkpoint"], **keys))
     assert nxt["ledger_requests"] == 2
 
