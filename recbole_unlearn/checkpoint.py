@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,6 @@ class Checkpoint:
     meta: dict
     id_codes: dict | None = None
     sha256: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def file_sha256(path: str | Path) -> str:

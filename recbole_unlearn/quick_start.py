@@ -314,20 +314,28 @@ def run_unlearn(model=None, dataset=None, config_file_list=None, config_dict=Non
     logger.info(config)
     try:
         exp = prepare(config, checkpoint=checkpoint)
-        results = _run_rows(exp, plan, unlearner_cls)
+        run = _run_rows(exp, plan, unlearner_cls)
         if saved:
-            _publish(exp, results, results.pop("_models"), results.pop("_states"), results.pop("_scores"), outputs,
-                     unlearner_name)
-        else:
-            results.pop("_models"), results.pop("_states"), results.pop("_scores")
+            _publish(exp, run, outputs, unlearner_name)
     except BaseException:
         if outputs is not None:
             outputs.abort()
         raise
-    return results
+    return run.results
 
 
-def _run_rows(exp: Experiment, plan, unlearner_cls) -> dict:
+@dataclass
+class RunRows:
+    """What the rows of one run produced: ``results`` (JSON-able), each row's model and carried
+    method state, and the (forgotten, never-seen) probabilities the picture draws."""
+
+    results: dict
+    models: dict
+    states: dict
+    scores: dict
+
+
+def _run_rows(exp: Experiment, plan, unlearner_cls) -> RunRows:
     config = exp.config
     rows: dict[str, dict] = {"Original": exp.original_row}
     models: dict[str, torch.nn.Module] = {"Original": exp.original}
@@ -347,16 +355,13 @@ def _run_rows(exp: Experiment, plan, unlearner_cls) -> dict:
         "seed": config["seed"],
         "forget": exp.request.summary(),
         "rows": rows,
-        "_models": models,
-        "_states": states,
-        "_scores": _picture_scores(exp, setup, models, unlearner_cls.__name__),
     }
     if exp.original_row.get("original_converged") is False:
         results["original_converged"] = False
         logger.warning("the original stopped at the epoch cap (%d epochs) while its validation metric was still "
                        "improving: train it longer (--epochs) before trusting this comparison", config["epochs"])
     stage("results (k=20; F- = forgetting users):\n" + format_table(results))
-    return results
+    return RunRows(results, models, states, _picture_scores(exp, setup, models, unlearner_cls.__name__))
 
 
 def _picture_scores(exp: Experiment, setup, models: dict, unlearner: str) -> dict:
@@ -369,10 +374,10 @@ def _picture_scores(exp: Experiment, setup, models: dict, unlearner: str) -> dic
             for name in ("Original", unlearner, "Retrain") if name in models}
 
 
-def _publish(exp: Experiment, results: dict, models: dict, states: dict, scores: dict, outputs: RunOutputs,
-             unlearner: str) -> None:
+def _publish(exp: Experiment, run: RunRows, outputs: RunOutputs, unlearner: str) -> None:
     """Stage the checkpoints, publish everything, append the audit record."""
     config = exp.config
+    results, models, states, scores = run.results, run.models, run.states, run.scores
     request_id = str(config["request_id"] or new_request_id())
     stem = f"{config['dataset']}-{config['model']}"
     common = {"source_rows": exp.source_rows}
