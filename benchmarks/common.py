@@ -64,6 +64,9 @@ class Bench:
     def key(self) -> str:
         parts = [self.dataset, self.model, self.scenario] + ([self.tag] if self.tag else [])
         relevant = {k: v for k, v in sorted(self.overrides.items()) if k not in NON_RESULT_KEYS}
+        if "config_files" in relevant:  # the files' contents decide the results, not their names
+            relevant["config_files"] = [hashlib.sha256(Path(f).read_bytes()).hexdigest()
+                                        for f in config_paths(relevant["config_files"])]
         if relevant:
             parts.append(hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8])
         return "-".join(parts)
@@ -85,8 +88,11 @@ class Bench:
     def config(self, unlearner: str, seed: int, **keys) -> Config:
         """The Config of ``unlearner`` (its YAML layered in) for ``seed``, with ``keys`` set."""
         if unlearner not in self._configs:
-            cd = {"show_progress": False, **self.overrides, "unlearner": unlearner, "forget": self.scenario}
-            self._configs[unlearner] = Config(self.model, self.dataset, config_dict=cd)
+            keys = dict(self.overrides)
+            files = keys.pop("config_files", None)
+            files = config_paths(files)
+            cd = {"show_progress": False, **keys, "unlearner": unlearner, "forget": self.scenario}
+            self._configs[unlearner] = Config(self.model, self.dataset, config_file_list=files, config_dict=cd)
         return config_with(self._configs[unlearner], seed=seed, **keys)
 
     def write_experiment(self, command: str | None, **details) -> None:
@@ -120,6 +126,20 @@ class Variant:
     def config(self, bench: "Bench", seed: int, **keys):
         """The Config of this row for ``seed`` (the unlearner's YAML, then the variant's keys)."""
         return bench.config(self.cls.__name__, seed, **dict(self.keys), **keys)
+
+
+def config_paths(text: str | None) -> list[str] | None:
+    """The space-separated ``--config_files`` as paths (relative ones from the working folder,
+    else from the repository root); a missing file is an input error."""
+    if not text:
+        return None
+    paths = []
+    for name in str(text).split():
+        path = Path(name) if Path(name).is_absolute() or Path(name).exists() else REPO_ROOT / name
+        if not path.is_file():
+            raise UnlearnInputError(f"config file not found: {name}")
+        paths.append(str(path.resolve()))
+    return paths
 
 
 def _text(value) -> str:
