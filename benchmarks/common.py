@@ -88,10 +88,9 @@ class Bench:
     def config(self, unlearner: str, seed: int, **keys) -> Config:
         """The Config of ``unlearner`` (its YAML layered in) for ``seed``, with ``keys`` set."""
         if unlearner not in self._configs:
-            keys = dict(self.overrides)
-            files = keys.pop("config_files", None)
-            files = config_paths(files)
-            cd = {"show_progress": False, **keys, "unlearner": unlearner, "forget": self.scenario}
+            given = dict(self.overrides)
+            files = config_paths(given.pop("config_files", None))
+            cd = {"show_progress": False, **given, "unlearner": unlearner, "forget": self.scenario}
             self._configs[unlearner] = Config(self.model, self.dataset, config_file_list=files, config_dict=cd)
         return config_with(self._configs[unlearner], seed=seed, **keys)
 
