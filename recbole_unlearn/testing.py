@@ -31,6 +31,7 @@ from recbole.data.interaction import Interaction
 
 from recbole_unlearn.config import Config, resource_dir
 from recbole_unlearn.data.remaining import dataset_keys, pair_keys
+from recbole_unlearn.model import MODELS
 from recbole_unlearn.quick_start import prepare, run_unlearner
 from recbole_unlearn.unlearner import get_unlearner
 
@@ -126,7 +127,7 @@ def forgotten_probs(model, request) -> torch.Tensor:
 
 class UnlearnerContract:
     unlearner: str = ""
-    models: tuple[str, ...] = ("ENMF", "LightGCN")
+    models: tuple[str, ...] = tuple(cls.__name__ for cls in MODELS.values())  # every plugin model
     config: dict = {}
     #: how far the forgotten (noise) pairs' mean rank percentile must fall below Θ_a's
     #: (on the tiny data Θ_a ranks them at about 0.65, Retrain at about 0.35)

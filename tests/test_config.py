@@ -216,3 +216,15 @@ def test_empty_request_gives_no_op_rows(tmp_path):
     for name in ("Retrain", "Retrain*", "WarmStart"):
         assert rows[name]["test"] == rows["Original"]["test"], name
         assert rows[name]["repredict_score"] is None and "rbo" not in rows[name]
+
+
+def test_the_recsys22_protocol_file_layers_the_papers_set_up():
+    """``properties/protocol/recsys22.yaml`` holds only known keys and gives the AltEraser
+    paper's split (80/20 per user, validation carved from training), AdamW and 64 noise users."""
+    from recbole_unlearn.config import Config, resource_dir
+
+    path = resource_dir("properties") / "protocol" / "recsys22.yaml"
+    config = Config("ENMF", "ml-100k", [str(path)], {"show_progress": False})
+    split = config["eval_args"]["split"]["RS"]
+    assert split[2] == pytest.approx(0.2) and sum(split[:2]) == pytest.approx(0.8)
+    assert (config["learner"], config["forget"], config["forget_users"], config["stopping_step"]) == ("adamw", "noise", 64, 10)

@@ -11,15 +11,14 @@ from recbole_unlearn.data.remaining import dataset_keys
 from recbole_unlearn.model.lightgcn import LightGCN, normalized_adjacency
 from recbole_unlearn.quick_start import run_unlearner
 from recbole_unlearn.unlearner import get_unlearner
+from recbole_unlearn.numerics import autograd_gradient_and_hvp, conjugate_gradient
 from recbole_unlearn.unlearner._influence import (
     BPRTriples,
-    autograd_gradient_and_hvp,
-    conjugate_gradient,
     importance_scores,
     keep_by_quantile,
     spillover_mask,
 )
-from recbole_unlearn.unlearner.ifru import _ENMFTerms, _LightGCNTerms, influence_step
+from recbole_unlearn.unlearner.ifru import _BPRTerms, _ObjectiveTerms, influence_step
 from unlearner_contract import UnlearnerContract
 
 
@@ -31,7 +30,7 @@ def _lightgcn_terms(exp, model, rows, k=1):
     """IFRU's LightGCN terms without spillover (D_f and D_r triples only)."""
     ids_r = _ids(exp.remaining)
     adj_a = normalized_adjacency(*_ids(exp.train), model.n_users, model.n_items)
-    return _LightGCNTerms(
+    return _BPRTerms(
         model, torch.as_tensor(rows), adj_a, ids_r, (exp.request.users, exp.request.items),
         np.zeros(len(ids_r[0]), dtype=bool), np.sort(dataset_keys(exp.train)), k, np.random.default_rng(0),
     )
@@ -115,7 +114,7 @@ def _lightgcn_spill_terms(exp, rows, k=2):
     u, i = _ids(exp.remaining)
     spill = spillover_mask(u, i, exp.request.users, exp.request.items, model.n_users, model.n_items, 0.01)
     adj_a = normalized_adjacency(*_ids(exp.train), model.n_users, model.n_items)
-    return _LightGCNTerms(model, torch.as_tensor(rows), adj_a, (u, i), (exp.request.users, exp.request.items),
+    return _BPRTerms(model, torch.as_tensor(rows), adj_a, (u, i), (exp.request.users, exp.request.items),
                           spill, np.sort(dataset_keys(exp.train)), k, np.random.default_rng(0)), spill
 
 
@@ -177,29 +176,6 @@ def test_bpr_triples_closed_forms_match_autograd():
             assert torch.allclose(ours, ref, atol=1e-4)
 
 
-def test_enmf_terms_are_the_model_loss():
-    """Without dropout IFRU's ENMF objective is ENMF.calculate_loss over all users; the dense
-    (score-matrix) and per-pair forms give the same gradient and Hessian-vector products."""
-    exp = tiny_experiment("ENMF", forget="private")
-    model = exp.original.eval()
-    model.set_train_data(exp.remaining)
-    rows = torch.arange(1, model.n_users + model.n_items)
-    rows = rows[rows != model.n_users]  # all but the padding rows
-    terms = _ENMFTerms(model, rows, _ids(exp.remaining), (exp.request.users, exp.request.items))
-    assert terms.mask is not None  # the tiny data takes the dense path
-    theta = terms.base[rows]
-    var, terms.var = terms.var, 0.0
-    reference = model.calculate_loss(Interaction({"user_id": torch.arange(model.n_users)}))
-    assert torch.allclose(terms.losses(theta)[1], reference, rtol=1e-5)
-    terms.var = var
-    dense = autograd_gradient_and_hvp(terms.losses, theta)
-    terms.mask = None
-    sparse = autograd_gradient_and_hvp(terms.losses, theta)
-    v = torch.randn(theta.shape, generator=torch.Generator().manual_seed(2))
-    assert torch.allclose(dense[0], sparse[0], atol=1e-4)
-    assert torch.allclose(dense[1](v), sparse[1](v), rtol=1e-4, atol=1e-3)
-
-
 # ---- conjugate gradient ---------------------------------------------------------------------
 def test_cg_matches_explicit_solve_on_lightgcn_hessian():
     """On a few kept rows of the tiny LightGCN the Hessian is formed explicitly (autograd
@@ -257,7 +233,7 @@ def test_influence_step_is_exact_on_enmf_user_block():
     with torch.no_grad():
         model.user_embedding.weight.copy_(p_a)
     rows = torch.arange(1, model.n_users)
-    terms = _ENMFTerms(model, rows, _ids(exp.remaining), (exp.request.users, exp.request.items))
+    terms = _ObjectiveTerms(model, rows, _ids(exp.remaining), (exp.request.users, exp.request.items))
     delta, _ = influence_step(terms, p_a[1:], damping=0.0, tol=1e-12, max_iter=2000)
     assert torch.allclose(p_a[1:] + delta, p_r[1:], atol=1e-8)
     assert (p_a - p_r).norm() > 0.1

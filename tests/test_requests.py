@@ -20,7 +20,7 @@ from recbole_unlearn.data.remaining import dataset_keys, pair_keys
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.outputs import verify_audit
 from recbole_unlearn.quick_start import current_codes, prepare
-from recbole_unlearn.unlearner._enmf_blocks import ENMFBlocks
+from recbole_unlearn.model.enmf_blocks import ENMFBlocks
 
 
 def cfg(tmp: Path, **keys) -> dict:

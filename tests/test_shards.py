@@ -142,7 +142,7 @@ class TestRecEraser(ShardContract):
         before, _ = pretrained(exp, "RecEraser")
         outcome = self.run(exp)
         assert not torch.equal(before.trans_w, outcome.model.trans_w)
-        assert int(outcome.model.history_lens.sum()) == len(outcome.remaining.inter_feat)  # D_r
+        assert int(outcome.model.loss_history.lens.sum()) == len(outcome.remaining.inter_feat)  # D_r
 
 
 def _greedy_reference(dist: np.ndarray, cap: int) -> np.ndarray:

@@ -18,10 +18,16 @@ def pair_keys(users, items, n_items: int) -> np.ndarray:
     return np.asarray(users, dtype=np.int64) * n_items + np.asarray(items, dtype=np.int64)
 
 
+def pairs(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """(users [n_inter], items [n_inter]) internal ids of a dataset's interactions, int64."""
+    inter = dataset.inter_feat
+    return inter[dataset.uid_field].long(), inter[dataset.iid_field].long()
+
+
 def dataset_keys(dataset) -> np.ndarray:
     """Pair keys of a dataset's interactions, [n_inter]."""
-    inter = dataset.inter_feat
-    return pair_keys(inter[dataset.uid_field].numpy(), inter[dataset.iid_field].numpy(), dataset.item_num)
+    users, items = pairs(dataset)
+    return pair_keys(users.numpy(), items.numpy(), dataset.item_num)
 
 
 def select_rows(dataset, rows):

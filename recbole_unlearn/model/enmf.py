@@ -14,7 +14,10 @@ Objective (c = ``negative_weight``, ρ = ``dropout_prob``, h = prediction vector
     L_B = c Σ_{u∈B} Σ_{i≥1} ŷ_ui² + Σ_{u∈B} Σ_{i∈R_u} [(1−c) ỹ_ui² − 2 ỹ_ui]
           + λ (Σ_{u∈B} ‖p_u‖² + |B|/n_users · ‖Q‖²)
 
-where ỹ uses the dropped-out p_u (dropout on the positive term only, as in RecBole).
+where ỹ uses the dropped-out p_u (dropout on the positive term only, as in RecBole).  In the
+protocol's terms (:mod:`recbole_unlearn.model.protocol`) the score embeddings are
+(P, h ⊙ Q); unlearners see the objective with dropout in expectation,
+E[ỹ²] = ŷ² + ρ/(1−ρ)·Σ_k (p_k h_k q_k)², and the closed-form row blocks (``exact_blocks``).
 """
 from __future__ import annotations
 
@@ -23,6 +26,9 @@ import torch.nn as nn
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_normal_initialization
 from recbole.utils import InputType
+
+from recbole_unlearn.model.enmf_blocks import JITTER, ENMFBlocks
+from recbole_unlearn.model.protocol import UnlearnableModel
 
 
 def history_csr(users: torch.Tensor, items: torch.Tensor, n_users: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -52,10 +58,32 @@ def _offsets(lens: torch.Tensor) -> torch.Tensor:
     return torch.arange(total, device=lens.device) - torch.repeat_interleave(torch.cumsum(lens, 0) - lens, lens)
 
 
-class ENMF(GeneralRecommender):
+class PairHistory:
+    """Each user's training items, grouped by user (``history_csr``): what ENMF's loss needs of
+    a training set beyond a batch of users."""
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor, n_users: int, device=None):
+        history, starts, lens = history_csr(users, items, n_users)
+        self.items, self.starts, self.lens = history.to(device), starts.to(device), lens.to(device)
+
+    @classmethod
+    def of(cls, dataset, n_users: int, device=None) -> "PairHistory":
+        inter = dataset.inter_feat
+        return cls(inter[dataset.uid_field], inter[dataset.iid_field], n_users, device)
+
+    def batch(self, user: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training pairs of a batch of users: (row in the batch [m], item [m])."""
+        lens = self.lens[user]
+        rows = torch.repeat_interleave(torch.arange(len(user), device=user.device), lens)
+        return rows, self.items[self.starts[user][rows] + _offsets(lens)]
+
+
+class ENMF(UnlearnableModel, GeneralRecommender):
     """ENMF with masked history and a zero padding item; see the module docstring."""
 
     input_type = InputType.POINTWISE
+    negatives_per_pair = 0
+    influence_damping, influence_cg_tol = 10.0, 0.01  # a worse-conditioned system than BPR's
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -75,54 +103,129 @@ class ENMF(GeneralRecommender):
 
     def set_train_data(self, dataset) -> None:
         """Use ``dataset``'s interactions as the positive history (e.g. D_r after unlearning)."""
-        users = dataset.inter_feat[dataset.uid_field]
-        items = dataset.inter_feat[dataset.iid_field]
-        history, starts, lens = history_csr(users, items, self.n_users)
-        self.history_items = history.to(self.device)  # [n_pairs], grouped by user
-        self.history_start = starts.to(self.device)  # [n_users]
-        self.history_lens = lens.to(self.device)  # [n_users]
+        self.history = PairHistory.of(dataset, self.n_users, self.device)
         self._history_matrix = None
+
+    def history_of(self, dataset) -> PairHistory:
+        return PairHistory.of(dataset, self.n_users, self.device)
+
+    @property
+    def history_lens(self) -> torch.Tensor:
+        """Training items per user, [n_users]."""
+        return self.history.lens
 
     @property
     def history_item_matrix(self) -> torch.Tensor:
         """The history as RecBole's padded matrix [n_users, max_len] (0 = padding), built lazily."""
         if self._history_matrix is None:
-            users = torch.repeat_interleave(torch.arange(self.n_users, device=self.device), self.history_lens)
-            self._history_matrix = history_matrix(users, self.history_items, self.n_users)[0].to(self.device)
+            users = torch.repeat_interleave(torch.arange(self.n_users, device=self.device), self.history.lens)
+            self._history_matrix = history_matrix(users, self.history.items, self.n_users)[0].to(self.device)
         return self._history_matrix
-
-    def batch_history(self, user: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The training pairs of a batch of users: (row in the batch [m], item [m])."""
-        lens = self.history_lens[user]
-        rows = torch.repeat_interleave(torch.arange(len(user), device=self.device), lens)
-        return rows, self.history_items[self.history_start[user][rows] + _offsets(lens)]
 
     def trained_pair_keys(self) -> torch.Tensor:
         """Keys user * n_items + item of the pairs in the current history, [n_pairs]."""
-        users = torch.repeat_interleave(torch.arange(self.n_users, device=self.device), self.history_lens)
-        return users * self.n_items + self.history_items
+        users = torch.repeat_interleave(torch.arange(self.n_users, device=self.device), self.history.lens)
+        return users * self.n_items + self.history.items
 
     @property
     def h(self) -> torch.Tensor:
         """Prediction vector h, shape [d]."""
         return self.H_i.weight[0]
 
-    def forward(self, user: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dropped-out scores of the batch's training pairs, [m], and each pair's row in the batch."""
-        p = self.dropout(self.user_embedding(user))  # [B, d]
-        rows, items = self.batch_history(user)
-        return (p[rows] * self.item_embedding(items)) @ self.h, rows
+    # ---- the protocol ----------------------------------------------------------------------
+    def outputs(self, ego: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score embeddings (P [n_users, d], h ⊙ Q [n_items, d])."""
+        if ego is None:
+            return self.user_embedding.weight, self.item_embedding.weight * self.h
+        return ego[: self.n_users], ego[self.n_users :] * self.h
 
-    def calculate_loss(self, interaction) -> torch.Tensor:
+    @torch.no_grad()
+    def final_embeddings(self) -> torch.Tensor:
+        """[P; Q] ⊙ h: withdrawing a neighbour lowers ŷ_ui = (h ⊙ p_u)·q_i from both ends."""
+        return self.ego_embeddings() * self.h
+
+    def score_loss(self, u: torch.Tensor, I: torch.Tensor, interaction, history: PairHistory | None = None):
+        """c Σ_{u∈B} Σ_{i≥1} ŷ_ui² + Σ_{(u,i)∈R, u∈B} [(1−c) ỹ_ui² − 2 ỹ_ui], ỹ with dropout on u."""
+        rows, items = (history or self.history).batch(interaction[self.USER_ID])
+        pos = (self.dropout(u)[rows] * I[items]).sum(-1)  # [m]
+        x = I[1:]
+        all_items = torch.sum((u.T @ u) * (x.T @ x))
+        return self.negative_weight * all_items + torch.sum((1 - self.negative_weight) * pos.square() - 2 * pos)
+
+    def regulariser(self, ego: torch.Tensor, interaction) -> torch.Tensor:
+        """λ (Σ_{u∈B} ‖p_u‖² + |B|/n_users · ‖Q‖²), the item padding row left out."""
         user = interaction[self.USER_ID]
-        pos, _ = self.forward(user)  # [m]
-        p = self.user_embedding(user)  # [B, d]
-        q = self.item_embedding.weight[1:]  # [n_items-1, d]
-        hh = torch.outer(self.h, self.h)  # [d, d]
-        all_items = torch.sum((p.T @ p) * (q.T @ q) * hh)
-        positive = torch.sum((1 - self.negative_weight) * pos.square() - 2 * pos)
-        reg = p.square().sum() + q.square().sum() * (len(user) / self.n_users)
-        return self.negative_weight * all_items + positive + self.reg_weight * reg
+        share = len(user) / self.n_users
+        return self.reg_weight * (ego[user].square().sum() + ego[self.n_users + 1 :].square().sum() * share)
+
+    def pair_terms(self, users, items, negatives=None, ego=None) -> torch.Tensor:
+        """(1−c)·E[ỹ_ui²] − 2ŷ_ui of each pair (dropout in expectation), [m]."""
+        P, X = self.outputs(ego)
+        x = P[users] * X[items]
+        y = x.sum(-1)
+        variance = self.dropout_prob / (1.0 - self.dropout_prob)
+        return (1 - self.negative_weight) * (y.square() + variance * x.square().sum(-1)) - 2 * y
+
+    def objective_fn(self, users, items, negatives=None, dense: bool | None = None):
+        """E0 ↦ F, the objective on the pairs with dropout in expectation (the module docstring,
+        summed).  When the [n_users, n_items] score matrix has at most 32 entries per pair
+        (``dense`` None) it is evaluated through that matrix (dense products, faster double
+        backprop); ``dense`` True / False forces one form."""
+        users, items = torch.as_tensor(users).long(), torch.as_tensor(items).long()
+        c, lam = self.negative_weight, self.reg_weight
+        variance = self.dropout_prob / (1.0 - self.dropout_prob)
+        mask = None
+        if dense or (dense is None and self.n_users * self.n_items <= 32 * len(users)):
+            mask = torch.zeros(self.n_users, self.n_items, dtype=self.user_embedding.weight.dtype)
+            mask[users, items] = 1.0
+            mask = mask[:, 1:]  # item 0 is padding
+
+        def objective(ego: torch.Tensor) -> torch.Tensor:
+            P, X = self.outputs(ego)
+            x1 = X[1:]
+            reg = lam * (P.square().sum() + ego[self.n_users + 1 :].square().sum())
+            if mask is None:
+                return c * torch.sum((P.T @ P) * (x1.T @ x1)) + self.pair_terms(users, items, ego=ego).sum() + reg
+            y = P @ x1.T
+            spread = ((mask @ x1.square()) * P.square()).sum()
+            return ((c + (1 - c) * mask) * y.square() - 2 * mask * y).sum() + (1 - c) * variance * spread + reg
+
+        return objective
+
+    def row_objective(self, users, items, negatives, side: str, rows: torch.Tensor):
+        """F as a function of the ``side`` rows θ [len(rows), d], written from those rows' own
+        terms only (the others are constant): c θ G θᵀ + Σ_pairs [(1−c)E[ỹ²] − 2ŷ] + λ‖θ‖²,
+        G the other side's Gram matrix (hhᵀ ⊙ QᵀQ or hhᵀ ⊙ PᵀP)."""
+        blocks = ENMFBlocks(self, users, items)
+        own, other = (blocks.users, blocks.items) if side == "user" else (blocks.items, blocks.users)
+        vectors = (blocks.x() if side == "user" else blocks.z()).detach()
+        gram = (blocks.user_gram() if side == "user" else blocks.item_gram()).detach()
+        position = torch.full((int(max(own.max(), rows.max())) + 1,), -1)
+        position[rows] = torch.arange(len(rows))
+        pos = position[own]
+        keep = pos >= 0
+        pos, v = pos[keep], vectors[other[keep]]
+        c, r, lam = blocks.c, blocks.r, blocks.lam + JITTER
+
+        def loss(theta: torch.Tensor) -> torch.Tensor:
+            t = theta[pos]
+            y = (t * v).sum(1)
+            positive = (1 - c) * (y.square() + r * (t.square() * v.square()).sum(1)) - 2 * y
+            return c * ((theta @ gram) * theta).sum() + positive.sum() + lam * theta.square().sum()
+
+        return loss
+
+    def exact_blocks(self, users: torch.Tensor, items: torch.Tensor) -> ENMFBlocks:
+        """The closed-form user and item block systems on the pairs (``ENMFBlocks``)."""
+        return ENMFBlocks(self, users, items)
+
+    def proba(self, scores: torch.Tensor) -> torch.Tensor:
+        """ŷ clipped to [0, 1]: the squared loss regresses positives towards 1."""
+        return scores.clamp(0.0, 1.0)
+
+    # ---- RecBole's interface ---------------------------------------------------------------
+    def calculate_loss(self, interaction) -> torch.Tensor:
+        return self.training_loss(interaction)
 
     def predict(self, interaction) -> torch.Tensor:
         """Scores ŷ_ui of the given (user, item) pairs, [B]."""
@@ -131,10 +234,10 @@ class ENMF(GeneralRecommender):
         return (p * q) @ self.h
 
     def predict_proba(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        """ŷ_ui clipped to [0, 1]: the squared loss regresses positives towards 1, [B]."""
+        """ŷ_ui clipped to [0, 1], [B]."""
         p = self.user_embedding(user)
         q = self.item_embedding(item)
-        return ((p * q) @ self.h).clamp(0.0, 1.0)
+        return self.proba((p * q) @ self.h)
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
         """Scores of every item for each user, flattened [B * n_items]."""

@@ -1,10 +1,10 @@
-"""Block losses of AltEraser: one model's D_r objective as a function of a block of rows.
+"""Block losses of AltEraser: a model's D_r objective as a function of a block of rows.
 
-For ENMF the loss is written from its pairs (the same expected objective as
-``_enmf_blocks``, but evaluated term by term, so Hessian-free Newton and the AdamW ablation
-see the model's own loss, not the closed form).  For LightGCN it is the mean BPR loss over the
-D_r pairs, each with one negative item drawn once from a seeded generator (uniform over
-items, redrawn once where it hit a positive), propagated through the D_r graph.
+Everything comes from the model protocol: ``row_objective`` (the objective as a function of
+some rows, which a model may write from those rows' own terms), ``objective_fn`` and, where the
+model offers it, ``exact_blocks`` (closed-form row systems).  A loss over sampled negatives
+(``negatives_per_pair`` > 0) gets one negative per D_r pair, drawn once from a seeded generator
+(uniform over items, redrawn once where it hit a positive).
 """
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from typing import Callable
 
 import torch
 
-from recbole_unlearn.model.enmf import ENMF
-from recbole_unlearn.unlearner._enmf_blocks import JITTER, ENMFBlocks
+from recbole_unlearn.model.protocol import offers
 
 
 class BlockLosses:
@@ -22,65 +21,35 @@ class BlockLosses:
     def __init__(self, model, users: torch.Tensor, items: torch.Tensor, seed: int):
         self.model = model
         self.users, self.items = users, items
-        self.is_enmf = isinstance(model, ENMF)
-        self.enmf = ENMFBlocks(model, users, items) if self.is_enmf else None
-        if not self.is_enmf:
+        self.blocks = model.exact_blocks(users, items) if offers(model, "exact_blocks") else None
+        self.negatives = None
+        if model.negatives_per_pair > 0:
             g = torch.Generator().manual_seed(seed)
             neg = torch.randint(1, model.n_items, (len(items),), generator=g)
             clash = torch.isin(users * model.n_items + neg, users * model.n_items + items)
             neg[clash] = torch.randint(1, model.n_items, (int(clash.sum()),), generator=g)
             self.negatives = neg
+        self._objective = None
 
     def table(self, kind: str) -> torch.nn.Parameter:
         """The embedding table of ``kind`` ('user' | 'item')."""
-        return self.model.user_embedding.weight if kind == "user" else self.model.item_embedding.weight
+        users, items = self.model.embedding_tables()
+        return users if kind == "user" else items
 
     def changed(self) -> None:
         """Call after writing into the tables (clears propagated caches)."""
-        if not self.is_enmf:
-            self.model.clear_cache()
+        self.model.clear_cache()
 
     def objective(self) -> float:
         """The D_r objective at the current parameters."""
+        if self._objective is None:
+            self._objective = self.model.objective_fn(self.users, self.items, self.negatives)
         with torch.no_grad():
-            if self.is_enmf:
-                return self.enmf.objective()
-            return float(self.model.bpr_terms(self.users, self.items, self.negatives).mean())
+            return float(self._objective(self.model.ego_embeddings()))
 
     def block_loss(self, kind: str, rows: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """loss(θ) with θ [len(rows), d] in place of the ``kind`` vectors of ``rows``."""
-        return self._enmf_loss(kind, rows) if self.is_enmf else self._lightgcn_loss(kind, rows)
-
-    def _enmf_loss(self, kind: str, rows: torch.Tensor):
-        e = self.enmf
-        own, other = (self.users, self.items) if kind == "user" else (self.items, self.users)
-        vectors = (e.x() if kind == "user" else e.z()).detach()
-        gram = (e.user_gram() if kind == "user" else e.item_gram()).detach()
-        position = torch.full((int(max(own.max(), rows.max())) + 1,), -1)
-        position[rows] = torch.arange(len(rows))
-        pos = position[own]
-        keep = pos >= 0
-        pos, v = pos[keep], vectors[other[keep]]
-        c, r, lam = e.c, e.r, e.lam + JITTER
-
-        def loss(theta: torch.Tensor) -> torch.Tensor:
-            t = theta[pos]
-            y = (t * v).sum(1)
-            positive = (1 - c) * (y.square() + r * (t.square() * v.square()).sum(1)) - 2 * y
-            return c * ((theta @ gram) * theta).sum() + positive.sum() + lam * theta.square().sum()
-
-        return loss
-
-    def _lightgcn_loss(self, kind: str, rows: torch.Tensor):
-        model = self.model
-        ego0 = model.ego_embeddings().detach()
-        index = rows if kind == "user" else rows + model.n_users
-
-        def loss(theta: torch.Tensor) -> torch.Tensor:
-            ego = ego0.index_put((index,), theta)
-            return model.bpr_terms(self.users, self.items, self.negatives, ego=ego).mean()
-
-        return loss
+        return self.model.row_objective(self.users, self.items, self.negatives, kind, rows)
 
 
 def neighbours(

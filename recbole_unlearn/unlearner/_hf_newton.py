@@ -4,7 +4,7 @@ Hessian-free Newton follows Martens, "Deep learning via Hessian-free optimizatio
 Hessian-vector products by double backpropagation, the Newton system (H + μI)δ = −g solved by
 conjugate gradient, a backtracking (Armijo) line search, and Levenberg–Marquardt adjustment of
 μ from the ratio of actual to predicted decrease.  It needs only a differentiable block loss,
-which is how AltEraser reaches models without closed-form blocks (LightGCN).
+which is how AltEraser reaches models without closed-form blocks.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from recbole_unlearn.unlearner._influence import conjugate_gradient
+from recbole_unlearn.numerics import conjugate_gradient
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -1,5 +1,5 @@
-"""Reusable pieces of influence-function unlearning: a damped conjugate-gradient solver on
-Hessian-vector products, IFRU's importance scores for pruning, and its spillover set.
+"""Pieces of influence-function unlearning on a bipartite graph: IFRU's importance scores for
+pruning, its spillover set, fixed negatives and the closed-form BPR derivatives.
 
 Zhang et al., "Recommendation Unlearning via Influence Function", ACM TORS 2024 (IFRU).
 
@@ -8,55 +8,11 @@ node ``n_users + i`` is item ``i`` (the layout of LightGCN's ego embeddings).
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 Tensor = torch.Tensor
-
-
-def conjugate_gradient(
-    hvp: Callable[[Tensor], Tensor], b: Tensor, damping: float, tol: float, max_iter: int
-) -> tuple[Tensor, int]:
-    """Solve (H + damping·I) x = b by conjugate gradient, starting from x = 0.
-
-    Args:
-        hvp: v ↦ H v for the symmetric matrix H (same shape as ``b``, any shape).
-        b: right-hand side.
-        damping: λ ≥ 0 added to H's diagonal (Levenberg–Marquardt damping).
-        tol: stop when ‖r‖ ≤ tol·‖b‖ (relative residual).
-        max_iter: at most this many Hessian-vector products.
-
-    Stopping rule: relative residual below ``tol``, or ``max_iter`` products, or a direction
-    of non-positive curvature pᵀ(H+λI)p ≤ 0 (H indefinite even after damping): the iterate
-    reached so far is returned, as truncated Newton methods do (x = 0 if it happens first).
-
-    Returns:
-        (x, iters): the solution, shaped like ``b``, and the number of products used.
-    """
-    if damping < 0 or tol < 0 or max_iter < 0:
-        raise ValueError("damping, tol and max_iter must be non-negative")
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rr = torch.sum(r * r)
-    threshold = (tol * torch.sqrt(rr)).item()
-    iters = 0
-    while iters < max_iter and torch.sqrt(rr).item() > threshold:
-        ap = hvp(p).add_(p, alpha=damping)
-        iters += 1
-        curvature = torch.sum(p * ap)
-        if curvature.item() <= 0:
-            break
-        alpha = (rr / curvature).item()
-        x.add_(p, alpha=alpha)
-        r.sub_(ap, alpha=alpha)
-        rr_new = torch.sum(r * r)
-        p.mul_((rr_new / rr).item()).add_(r)
-        rr = rr_new
-    return x, iters
 
 
 def _counts(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> np.ndarray:
@@ -239,17 +195,3 @@ class BPRTriples:
         a = f2 * (flat.index_select(0, pi) - flat.index_select(0, pj))
         flat.zero_().index_add_(0, pi, a).index_add_(0, pj, -a)  # ds now holds A
         return torch.addmm(ds @ item_e, b, w_item), torch.addmm(ds.T @ user_e, b.T, w_user)
-
-
-def autograd_gradient_and_hvp(losses, theta: torch.Tensor):
-    """(g, v ↦ H_Σ v) by double backprop: (influence, remaining) = ``losses(θ)``,
-    g = ∇ influence, H_Σ = ∇² remaining, both at θ = ``theta`` [m, d]."""
-    theta = theta.detach().requires_grad_(True)
-    influence, remaining = losses(theta)
-    g = torch.autograd.grad(influence, theta, retain_graph=True)[0]
-    grad = torch.autograd.grad(remaining, theta, create_graph=True)[0]
-
-    def hvp(v: torch.Tensor) -> torch.Tensor:
-        return torch.autograd.grad(grad, theta, v, retain_graph=True)[0].detach()
-
-    return g.detach(), hvp

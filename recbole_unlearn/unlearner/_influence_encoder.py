@@ -16,8 +16,10 @@ W̄ is the layer mean of W_1..W_L (the paper writes W_L): on a bipartite graph W
 holds only same-side nodes, while W_1 withdraws the forgotten neighbours themselves.  Δ is
 zero on every node that E_d does not touch (the MLP has no bias), so E0 + Δ changes only the
 rows of the request's users and items; the backbone then runs on the remaining graph.
+E_fin is the backbone's ``final_embeddings`` (its propagated outputs, or for a model without a
+graph its rows scaled as in its scores).
 
-Losses (all means over sampled pairs; ŷ_ui = U_u·I_i from :func:`outputs`):
+Losses (all means over sampled pairs; ŷ_ui = U_u·I_i, the backbone's ``outputs``):
     L_unlearn  = softplus(ŷ_uf − ŷ_up)     forgotten (u, f) pushed below a remaining positive p
                                            of u (a random item if u has none left)
     L_align    = KL(Bern(σ(m⁰)) ‖ Bern(σ(m)))   m = ŷ_ui − ŷ_uj on remaining triples, m⁰ the
@@ -30,13 +32,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from recbole_unlearn.errors import UnlearnInputError
-from recbole_unlearn.model.enmf import ENMF
-from recbole_unlearn.model.lightgcn import LightGCN, normalized_adjacency
+from recbole_unlearn.numerics import normalized_adjacency
 
-EGO_PARAMS = ("user_embedding.weight", "item_embedding.weight")
 #: version of the encoder and its losses; a saved encoder of another version is pre-trained again
 ENCODER_FORMAT = 5
 
@@ -103,65 +102,6 @@ def node_degrees(dataset) -> np.ndarray:
     items = dataset.inter_feat[dataset.iid_field].numpy()
     return np.concatenate([np.bincount(users, minlength=dataset.user_num),
                            np.bincount(items, minlength=dataset.item_num)])
-
-
-# ---- the backbone through the interface both models share -----------------------------------
-def check_backbone(model) -> None:
-    if not isinstance(model, (LightGCN, ENMF)):
-        raise UnlearnInputError(f"UnlearnRec supports LightGCN and ENMF, not {type(model).__name__}")
-
-
-def ego_of(model) -> torch.Tensor:
-    """E0 = [P; Q] of the model (a view that carries gradients), [n_nodes, d]."""
-    return torch.cat([model.user_embedding.weight, model.item_embedding.weight], dim=0)
-
-
-def outputs(model, ego: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(U [n_users, d], I [n_items, d]) with ŷ_ui = U_u·I_i, for ego embeddings ``ego``.
-
-    LightGCN: the layer mean on the model's current graph; ENMF: (P ⊙ h, Q).
-    """
-    if isinstance(model, LightGCN):
-        return model.propagate(ego=ego)
-    return ego[: model.n_users] * model.h, ego[model.n_users :]
-
-
-@torch.no_grad()
-def withdrawal_basis(model) -> torch.Tensor:
-    """E_fin [n_nodes, d]: what a forgotten neighbour contributed to a node's scores.
-
-    LightGCN: the final (propagated) embeddings; ENMF: [P; Q] ⊙ h, so that withdrawing a
-    neighbour lowers ŷ_uf = (h ⊙ p_u)·q_f from both ends.
-    """
-    if isinstance(model, LightGCN):
-        return torch.cat(model.propagate(), dim=0)
-    return ego_of(model) * model.h
-
-
-class _LossCall(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, interaction):
-        return self.model.calculate_loss(interaction)
-
-
-def model_loss(model, ego: torch.Tensor, U: torch.Tensor, I: torch.Tensor, interaction) -> torch.Tensor:
-    """The backbone's own training loss on ``interaction`` with E0 replaced by ``ego``.
-
-    LightGCN: its BPR objective (``LightGCN.bpr_terms``) evaluated on the outputs (U, I) the
-    step already propagated, so a step costs one propagation; ENMF: its ``calculate_loss``
-    with P, Q replaced (no propagation to share).
-    """
-    if isinstance(model, LightGCN):
-        user, pos, neg = interaction[model.USER_ID], interaction[model.ITEM_ID], interaction[model.NEG_ITEM_ID]
-        margin = (U[user] * (I[pos] - I[neg])).sum(-1)
-        n = model.n_users
-        reg = ego[user].square().sum(-1) + ego[n + pos].square().sum(-1) + ego[n + neg].square().sum(-1)
-        return (-F.logsigmoid(margin) + model.reg_weight * reg / 2).mean()
-    params = {f"model.{EGO_PARAMS[0]}": ego[: model.n_users], f"model.{EGO_PARAMS[1]}": ego[model.n_users :]}
-    return functional_call(_LossCall(model), params, (interaction,))
 
 
 # ---- sampling and losses --------------------------------------------------------------------

@@ -7,7 +7,8 @@ one recommender.  A request retrains (from scratch, on the shard's remaining dat
 shards holding forgotten pairs, so no forgotten pair ever influenced a retrained sub-model.
 
 Every sub-model exposes *score embeddings* (users [n_users, d], items [n_items, d]) whose dot
-product is its score: ENMF gives (p_u, h ⊙ q_i), LightGCN its layer-mean outputs.  The
+product is its score (the model protocol's ``outputs``: ENMF gives (p_u, h ⊙ q_i), LightGCN its
+layer-mean outputs) and its link from scores to probabilities (``proba``).  The
 ensemble also records which users and items each shard holds data for ("knows"): a sub-model's
 row of a user or item it never saw is initialisation noise, so aggregations ignore it.
 """
@@ -33,23 +34,17 @@ from recbole.utils import InputType, init_seed
 
 from recbole_unlearn.checkpoint import load_checkpoint, save_checkpoint
 from recbole_unlearn.data.remaining import build_loaders, dataset_keys, pair_keys, select_rows, train_loader
+from recbole_unlearn.data.ledger import data_fingerprint
 from recbole_unlearn.errors import UnlearnInputError
+from recbole_unlearn.model.protocol import require
 from recbole_unlearn.unlearner.base import Params, Unlearner
 
 logger = logging.getLogger(__name__)
 
-#: score → probability of each supported model (mirrors the models' own ``predict_proba``)
-PROBA_LINKS = {"ENMF": lambda s: s.clamp(0.0, 1.0), "LightGCN": torch.sigmoid}
-
 
 def score_embeddings(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """(users [n_users, d], items [n_items, d]) with score(u, i) = ⟨users[u], items[i]⟩."""
-    name = type(model).__name__
-    if name == "LightGCN":
-        return model.propagate()
-    if name == "ENMF":
-        return model.user_embedding.weight, model.item_embedding.weight * model.h
-    raise UnlearnInputError(f"shard-based unlearning supports ENMF and LightGCN, not {name}")
+    return require(model, "shard-based unlearning").outputs()
 
 
 class ActiveUserDataLoader(UserDataLoader):
@@ -96,7 +91,6 @@ class ShardEnsemble(GeneralRecommender):
         self.register_buffer("partition_shards", torch.as_tensor(np.asarray(shard_of)[order], dtype=torch.long))
         self.n_shards = len(submodels)
         self.train_data = None
-        self.base_name = type(submodels[0]).__name__
         self.shards = nn.ModuleList(submodels)
         self.shards.requires_grad_(False)
         self._cache: dict = {}
@@ -178,7 +172,7 @@ class ShardEnsemble(GeneralRecommender):
         return w / w.sum(1, keepdim=True)
 
     def proba(self, scores: torch.Tensor) -> torch.Tensor:
-        return PROBA_LINKS[self.base_name](scores)
+        return self.shards[0].proba(scores)
 
     def calculate_loss(self, interaction) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no trainable aggregation")
@@ -350,8 +344,6 @@ class ShardedUnlearner(Unlearner):
 
     # ---- persistence -----------------------------------------------------------------------
     def _checkpoint(self, task) -> tuple[Path, dict]:
-        from recbole_unlearn.data.ledger import data_fingerprint
-
         fingerprint = data_fingerprint(task.train)
         name = type(self).__name__
         settings = {k: self.config[k] for k in TRAINING_KEYS if k in self.config}

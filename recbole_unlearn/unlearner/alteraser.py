@@ -10,13 +10,14 @@ blocks of one side are independent, so each side is a batch of small problems.
    (``affected``: the request's users and items, plus ``alt_hops`` rings of D_r neighbours), until
    the relative decrease of the D_r objective falls below ``alt_tol`` or ``alt_max_passes`` passes.
 
-Inner optimisers (``alt_optimizer``; ``auto`` picks ``ah_newton`` for ENMF, else ``hf_newton``):
-``ah_newton`` — exact Newton on ENMF's closed-form quadratic blocks (see ``_enmf_blocks``),
+Inner optimisers (``alt_optimizer``; ``auto`` picks ``ah_newton`` for a model that offers
+closed-form row blocks, ``exact_blocks``, else ``hf_newton``):
+``ah_newton`` — exact Newton on the closed-form quadratic blocks (ENMF's: ``model.enmf_blocks``),
 batched d×d solves; with ``alt_cache`` the item blocks of Θ_a are computed once before any
 request (``pretrain_time_s``) and downdated by the forgetting users' pairs in the erase pass —
 the paper's remark that H_a can be computed beforehand.
-``hf_newton`` — Hessian-free Newton on any differentiable block loss (``_hf_newton``): ENMF's
-objective written from its pairs, LightGCN's BPR loss on D_r with negatives drawn once (seeded).
+``hf_newton`` — Hessian-free Newton on any differentiable block loss (``_hf_newton``): the
+model's ``row_objective`` on D_r (a sampled loss with negatives drawn once, seeded).
 ``adamw`` — the paper's first-order ablation on the same block losses.
 """
 from __future__ import annotations
@@ -25,11 +26,12 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.errors import UnlearnInputError
-from recbole_unlearn.model.enmf import ENMF
+from recbole_unlearn.model.protocol import offers, require
+from recbole_unlearn.numerics import BlockSums, block_sums
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._alteraser_blocks import BlockLosses, neighbours
-from recbole_unlearn.unlearner._enmf_blocks import BlockSums, ENMFBlocks, block_sums
 from recbole_unlearn.unlearner._hf_newton import HFSettings, adamw_minimise, hf_newton
 from recbole_unlearn.unlearner.base import Params, Unlearner
 
@@ -66,13 +68,15 @@ class AltEraser(Unlearner):
         p = self.params
         if p.alt_optimizer not in OPTIMIZERS:
             raise UnlearnInputError(f"alt_optimizer must be one of {', '.join(OPTIMIZERS)}, not {p.alt_optimizer!r}")
+        exact = offers(require(model, "AltEraser"), "exact_blocks")
         if p.alt_optimizer == "auto":
-            p = self.params = replace(p, alt_optimizer="ah_newton" if isinstance(model, ENMF) else "hf_newton")
+            p = self.params = replace(p, alt_optimizer="ah_newton" if exact else "hf_newton")
         if p.alt_scope not in ("all", "affected"):
             raise UnlearnInputError(f"alt_scope must be 'all' or 'affected', not {p.alt_scope!r}")
-        if p.alt_optimizer == "ah_newton" and not isinstance(model, ENMF):
+        if p.alt_optimizer == "ah_newton" and not exact:
             raise UnlearnInputError(
-                f"alt_optimizer=ah_newton needs ENMF's closed-form blocks; use hf_newton or adamw for {type(model).__name__}"
+                f"alt_optimizer=ah_newton needs closed-form row blocks (exact_blocks), which {type(model).__name__} "
+                "does not offer; use hf_newton or adamw"
             )
         self._item_cache = None
 
@@ -86,8 +90,7 @@ class AltEraser(Unlearner):
             self._item_cache = BlockSums(carried["item_outer"], carried["item_square"], carried["item_linear"])
             self.info.update(cache_carried=True, prepare_time_s=0.0)
             return False
-        users, items = _pairs(task.train)
-        blocks = ENMFBlocks(task.original, users, items)
+        blocks = task.original.exact_blocks(*pairs(task.train))
         self._item_cache = blocks.item_sums(torch.arange(task.original.n_items))
         return True
 
@@ -97,14 +100,14 @@ class AltEraser(Unlearner):
         if self._item_cache is None:
             return None
         if self.info.get("passes", 0) > 0:
-            users, items = _pairs(remaining)
-            self._item_cache = ENMFBlocks(self.model, users, items).item_sums(torch.arange(self.model.n_items))
+            blocks = self.model.exact_blocks(*pairs(remaining))
+            self._item_cache = blocks.item_sums(torch.arange(self.model.n_items))
         c = self._item_cache
         return {"item_outer": c.outer, "item_square": c.square, "item_linear": c.linear}
 
     # ---- the passes ------------------------------------------------------------------------
     def erase(self, task, remaining) -> None:
-        users_r, items_r = _pairs(remaining)
+        users_r, items_r = pairs(remaining)
         f_users = torch.as_tensor(task.request.forget_users, dtype=torch.long)
         f_items = torch.unique(torch.as_tensor(task.request.items, dtype=torch.long))
         losses = BlockLosses(self.model, users_r, items_r, seed=int(self.config["seed"]))
@@ -137,7 +140,7 @@ class AltEraser(Unlearner):
         for start in range(0, len(rows), p.alt_batch_size):
             batch = rows[start : start + p.alt_batch_size]
             if p.alt_optimizer == "ah_newton":
-                solve = losses.enmf.solve_users if kind == "user" else losses.enmf.solve_items
+                solve = losses.blocks.solve_users if kind == "user" else losses.blocks.solve_items
                 table.data[batch] = solve(batch)
                 continue
             loss_fn = losses.block_loss(kind, batch)
@@ -154,22 +157,17 @@ class AltEraser(Unlearner):
         their old contributions (all their D_a pairs, Θ_a's vectors) and gains their new ones
         (their D_r pairs, re-solved vectors), in place, so the cache stays exact for Θ_u and
         D_r; then the request's items are re-solved."""
-        enmf = losses.enmf
-        users_a, items_a = _pairs(task.train)
+        blocks = losses.blocks
+        users_a, items_a = pairs(task.train)
         old_rows = torch.isin(users_a, f_users)
-        new_rows = torch.isin(enmf.users, f_users)
+        new_rows = torch.isin(blocks.users, f_users)
         rows = torch.unique(items_a[old_rows])
-        z_old = task.original.user_embedding.weight.data * task.original.h.data
+        z_old = task.original.exact_blocks(users_a, items_a).z()
         old = block_sums(items_a[old_rows], users_a[old_rows], rows, z_old)
-        new = block_sums(enmf.items[new_rows], enmf.users[new_rows], rows, enmf.z())
+        new = block_sums(blocks.items[new_rows], blocks.users[new_rows], rows, blocks.z())
         self._item_cache.update_rows(rows, old, new)
-        self.model.item_embedding.weight.data[f_items] = enmf.solve_items(f_items, self._item_cache.select(f_items))
+        losses.table("item").data[f_items] = blocks.solve_items(f_items, self._item_cache.select(f_items))
         losses.changed()
-
-
-def _pairs(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    inter = dataset.inter_feat
-    return inter[dataset.uid_field].long(), inter[dataset.iid_field].long()
 
 
 __all__ = ["AltEraser", "AltEraserParams"]

@@ -17,27 +17,29 @@ Hessian of the mean over the n = |D_r| terms): the paper's θ_S ← θ_S + (1/n)
 (``ifru_damping``, on the summed-loss scale) and scaled by ``ifru_scale`` (1 = Newton step).
 S = the embedding rows kept by importance pruning; every other parameter stays at Θ_a.  The
 system is solved by conjugate gradient (``_influence.conjugate_gradient``) on exact
-Hessian-vector products.  λ and the CG tolerance default per model (LightGCN 3 and 0.1,
-ENMF 10 and 0.01), chosen on ml-100k's validation split (NDCG@20 of all and of the forgetting
+Hessian-vector products.  λ and the CG tolerance default per model (the model's
+``influence_damping`` and ``influence_cg_tol``: LightGCN 3 and 0.1, ENMF 10 and 0.01), chosen on
+ml-100k's validation split (NDCG@20 of all and of the forgetting
 users; noise and private scenarios): the two losses' curvatures are two orders of magnitude
 apart, λ ≤ 0.5 (LightGCN) or ≤ 3 (ENMF) gave steps that wrecked validation accuracy, and ENMF's
 worse-conditioned system needs the tighter tolerance (LightGCN's step is the same at 0.01 and
 0.1).  λ is on the summed-loss scale, so other datasets may want another value (the tiny test
 data does).
 
-LightGCN: ℓ is the BPR term of a (user, positive, negative) triple through the propagation.
+A BPR model on a linear propagation (``bpr_on_outputs``: LightGCN, BPR-MF): ℓ is the BPR term
+of a (user, positive, negative) triple through the propagation.
 Negatives are drawn once, uniformly among the user's non-D_a items, seeded by ``ifru_seed``:
 ``ifru_negatives`` per forgotten edge, one per D_r edge (D_ch edges reuse theirs, so
 ℓ(G) − ℓ(G') compares the same triple).  H_Σ v = M'[H_out (M' v)] + reg, M' the propagation on
 G', H_out in closed form (``_influence.BPRTriples``; equal to double backprop, see the tests).
-ENMF: the non-sampling loss with dropout in expectation (E[ỹ²] = ŷ² + ρ/(1−ρ)·Σ_k (p_k h_k q_k)²),
-h fixed, products by double backprop.  Forgetting (u, i) moves it from the positive to the
-unobserved part of u's loss and the all-items term does not depend on the history, so the
-change of the loss is exactly Σ_{D_f} [(1−c)E[ỹ²] − 2ŷ]: nothing spills over
-(``ifru_spillover`` has no effect on ENMF).
+Any other model: the model's ``objective_fn`` on D_r and its ``pair_terms`` on D_f, products
+by double backprop.  For ENMF (non-sampling loss, dropout in expectation, h fixed) forgetting
+(u, i) moves it from the positive to the unobserved part of u's loss and the all-items term does
+not depend on the history, so the change of the loss is exactly Σ_{D_f} pair_terms: nothing
+spills over.  Spillover needs a graph (``model.graph()``); without one it has no effect.
 
-After the update LightGCN runs on the D_r graph (``Unlearner.unlearn`` sets it) with its cached
-outputs cleared.
+After the update a graph model runs on the D_r graph (``Unlearner.unlearn`` sets it) with its
+cached outputs cleared.
 """
 from __future__ import annotations
 
@@ -48,11 +50,11 @@ import torch
 
 from recbole_unlearn.data.remaining import dataset_keys
 from recbole_unlearn.errors import UnlearnInputError
+from recbole_unlearn.model.protocol import require
+from recbole_unlearn.numerics import autograd_gradient_and_hvp, conjugate_gradient
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._influence import (
     BPRTriples,
-    autograd_gradient_and_hvp,
-    conjugate_gradient,
     importance_scores,
     keep_by_quantile,
     node_counts,
@@ -60,9 +62,6 @@ from recbole_unlearn.unlearner._influence import (
     spillover_mask,
 )
 from recbole_unlearn.unlearner.base import Params, Unlearner
-
-#: per-model defaults of ``ifru_damping`` and ``ifru_cg_tol`` (see the module docstring)
-DEFAULTS = {"LightGCN": (3.0, 0.1), "ENMF": (10.0, 0.01)}
 
 
 @dataclass(frozen=True)
@@ -87,11 +86,16 @@ def _ids(dataset) -> tuple[np.ndarray, np.ndarray]:
     return inter[dataset.uid_field].numpy(), inter[dataset.iid_field].numpy()
 
 
-class _LightGCNTerms:
-    """LightGCN's BPR terms as functions of the kept ego rows θ_S ([m, d]).
+def _csr(graph):
+    return None if graph is None else graph.to_sparse_csr()
+
+
+class _BPRTerms:
+    """A BPR model's terms as functions of the kept ego rows θ_S ([m, d]).
 
     ℓ(u, i, j) = −log σ(e_uᵀ(e_i − e_j)) + reg_weight/2 (‖e⁰_u‖² + ‖e⁰_i‖² + ‖e⁰_j‖²), e = M e⁰
-    the layer-mean propagation (M symmetric) — ``LightGCN.bpr_terms``.  Triples are fixed:
+    the model's linear propagation (M symmetric; the identity without a graph) —
+    ``PairwiseModel.bpr_terms``.  Triples are fixed:
     each forgotten edge with ``k`` negatives (weight 1/k), each D_r edge with one; the D_ch
     edges reuse theirs, so ℓ(G) − ℓ(G') compares the same triple and the regulariser cancels.
     H_Σ is exact: v ↦ reg·c ⊙ v + [M' H_out M' v]_S with H_out from :class:`BPRTriples`
@@ -100,7 +104,7 @@ class _LightGCNTerms:
 
     def __init__(self, model, rows: torch.Tensor, adj_a, ids_r, forget, spill: np.ndarray, positives, k, rng):
         self.model, self.rows, self.adj_a = model, rows, adj_a
-        self.csr_a, self.csr_r = adj_a.to_sparse_csr(), model.norm_adj.to_sparse_csr()  # fast products
+        self.csr_a, self.csr_r = _csr(adj_a), _csr(model.graph())  # fast products
         self.base = model.ego_embeddings().detach()
         n_u, n_i = model.n_users, model.n_items
         ru, ri = ids_r
@@ -140,68 +144,33 @@ class _LightGCNTerms:
         return g, hvp
 
     def apply(self, theta: torch.Tensor) -> None:
-        ego = self.ego(theta.detach())
-        with torch.no_grad():
-            self.model.user_embedding.weight.copy_(ego[: self.model.n_users])
-            self.model.item_embedding.weight.copy_(ego[self.model.n_users :])
-        self.model.clear_cache()
+        self.model.write_ego(self.ego(theta.detach()))
 
 
-class _ENMFTerms:
-    """ENMF's non-sampling loss (dropout in expectation, h fixed) as functions of θ_S.
-
-    When the [n_users, n_items] score matrix has at most 32 entries per D_r pair, the D_r
-    objective is computed through it (dense BLAS products, faster double backprop):
-    Σ_{u,i≥1} (c + (1−c)R_ui) ŷ² − 2 R_ui ŷ + (1−c)ρ/(1−ρ) R_ui Σ_k (p_k h_k q_k)², R = D_r mask.
-    """
+class _ObjectiveTerms:
+    """Any model's terms as functions of the kept ego rows θ_S ([m, d]): Σ_{D_f} of its
+    ``pair_terms`` and its ``objective_fn`` on D_r, differentiated by double backprop."""
 
     def __init__(self, model, rows: torch.Tensor, ids_r, forget):
         self.model, self.rows = model, rows
-        self.base = torch.cat([model.user_embedding.weight, model.item_embedding.weight]).detach()
-        self.h = model.h.detach()
-        self.c, rho = model.negative_weight, model.dropout_prob
-        self.var = rho / (1.0 - rho)
-        self.forget = [torch.as_tensor(a) for a in forget]
-        self.train = [torch.as_tensor(a) for a in ids_r]
-        self.mask = None
-        if model.n_users * model.n_items <= 32 * len(ids_r[0]):
-            self.mask = torch.zeros(model.n_users, model.n_items, dtype=self.base.dtype)
-            self.mask[self.train[0], self.train[1]] = 1.0
-            self.mask = self.mask[:, 1:]  # [n_users, n_items - 1], item 0 is padding
+        self.base = model.ego_embeddings().detach()
+        self.forget = [torch.as_tensor(a).long() for a in forget]
+        self.remaining = model.objective_fn(*(torch.as_tensor(a).long() for a in ids_r))
 
-    def _tables(self, theta):
-        e = self.base.index_copy(0, self.rows, theta)
-        return e[: self.model.n_users], e[self.model.n_users :]
-
-    def _positive(self, p, q, users, items) -> torch.Tensor:
-        """Σ over pairs of (1−c)·E[ỹ²] − 2ŷ."""
-        x = p[users] * q[items] * self.h
-        y = x.sum(-1)
-        return ((1 - self.c) * (y.square() + self.var * x.square().sum(-1)) - 2 * y).sum()
+    def ego(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.base.index_copy(0, self.rows, theta)
 
     def losses(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Σ_{D_f} [(1−c)E[ỹ²] − 2ŷ],  the whole D_r objective)."""
-        p, q = self._tables(theta)
-        q1, c = q[1:], self.c
-        reg = self.model.reg_weight * (p.square().sum() + q1.square().sum())
-        if self.mask is None:
-            all_items = torch.sum((p.T @ p) * (q1.T @ q1) * torch.outer(self.h, self.h))
-            remaining = c * all_items + self._positive(p, q, *self.train) + reg
-        else:
-            y, r = (p * self.h) @ q1.T, self.mask
-            variance = ((r @ q1.square()) * (p * self.h).square()).sum()
-            remaining = ((c + (1 - c) * r) * y.square() - 2 * r * y).sum() + (1 - c) * self.var * variance + reg
-        return self._positive(p, q, *self.forget), remaining
+        """(Σ_{D_f} ℓ, the whole D_r objective) at θ_S = ``theta``."""
+        ego = self.ego(theta)
+        return self.model.pair_terms(*self.forget, ego=ego).sum(), self.remaining(ego)
 
     def gradient_and_hvp(self, theta: torch.Tensor):
         """(g [m, d], v ↦ H_Σ v) at θ_S = ``theta``, by double backprop."""
         return autograd_gradient_and_hvp(self.losses, theta)
 
     def apply(self, theta: torch.Tensor) -> None:
-        p, q = self._tables(theta.detach())
-        with torch.no_grad():
-            self.model.user_embedding.weight.copy_(p)
-            self.model.item_embedding.weight.copy_(q)
+        self.model.write_ego(self.ego(theta.detach()))
 
 
 def influence_step(terms, theta: torch.Tensor, damping: float, tol: float, max_iter: int) -> tuple[torch.Tensor, int]:
@@ -218,14 +187,12 @@ class IFRU(Unlearner):
     params_class = IFRUParams
 
     def erase(self, task, remaining) -> None:
-        prm, model = self.params, self.model
-        kind = type(model).__name__
-        if kind not in DEFAULTS:
-            raise UnlearnInputError(f"IFRU supports LightGCN and ENMF, not {kind}")
+        prm, model = self.params, require(self.model, "IFRU")
         if not 0 <= prm.ifru_prune_quantile < 1 or prm.ifru_k_hop < 0:
             raise UnlearnInputError("IFRU needs 0 <= ifru_prune_quantile < 1 and ifru_k_hop >= 0")
         given = (prm.ifru_damping, prm.ifru_cg_tol)
-        damping, tol = (float(d if v is None else v) for v, d in zip(given, DEFAULTS[kind]))
+        defaults = (model.influence_damping, model.influence_cg_tol)
+        damping, tol = (float(d if v is None else v) for v, d in zip(given, defaults))
         n_u, n_i = model.n_users, model.n_items
         ids_a, ids_r = _ids(task.train), _ids(remaining)
         fu, fi = task.request.users, task.request.items
@@ -236,15 +203,16 @@ class IFRU(Unlearner):
             rows = np.setdiff1d(np.arange(n_u + n_i), [0, n_u])  # every row but the paddings
         rows = torch.as_tensor(rows, dtype=torch.long)
         spill = np.zeros(len(ids_r[0]), dtype=bool)
-        if kind == "LightGCN" and prm.ifru_spillover:
+        graph_a = task.original.graph()
+        if model.bpr_on_outputs and graph_a is not None and prm.ifru_spillover:
             spill = spillover_mask(*ids_r, fu, fi, n_u, n_i, prm.ifru_degree_drop)
-        if kind == "LightGCN":
+        if model.bpr_on_outputs:
             seed = prm.ifru_seed if prm.ifru_seed is not None else self.config["seed"]
-            terms = _LightGCNTerms(model, rows, task.original.norm_adj.to(self.device), ids_r, (fu, fi), spill,
-                                   np.sort(dataset_keys(task.train)), max(1, prm.ifru_negatives),
-                                   np.random.default_rng(seed))
+            terms = _BPRTerms(model, rows, None if graph_a is None else graph_a.to(self.device), ids_r, (fu, fi),
+                              spill, np.sort(dataset_keys(task.train)), max(1, prm.ifru_negatives),
+                              np.random.default_rng(seed))
         else:
-            terms = _ENMFTerms(model, rows, ids_r, (fu, fi))
+            terms = _ObjectiveTerms(model, rows, ids_r, (fu, fi))
         theta = terms.base[rows].clone()  # [m, d]
         delta, iters = influence_step(terms, theta, damping, tol, prm.ifru_cg_max_iter)
         terms.apply(theta + prm.ifru_scale * delta)

@@ -12,8 +12,8 @@ Chen, Sun, Zhang, Ma, Zhang, Liu, Ma, "Recommendation Unlearning", WWW 2022.
 3. Attention-based aggregation, trained with the sub-models frozen: shard k's embedding e_k
    (user or item) is moved to a common space by e'_k = e_k W_k + b_k, weighted by
    α_k = softmax_k(hᵀ ReLU(A e'_k + a)) (one attention net for users, one for items) and
-   summed; the aggregated embeddings are trained with the base model's own objective (ENMF's
-   non-sampling loss with dropout, or BPR for LightGCN).  W_k starts at the identity (the
+   summed; the aggregated embeddings are trained with the base model's own loss on score
+   embeddings (its ``score_loss``: ENMF's non-sampling loss with dropout, BPR for LightGCN).  W_k starts at the identity (the
    released code starts it near zero); the softmax runs over the shards holding data for the
    row, since a sub-model's row of a user or item it never saw is initialisation noise.
 
@@ -30,11 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from recbole.utils import init_seed
 
 from recbole_unlearn.errors import UnlearnInputError
-from recbole_unlearn.model.enmf import history_csr
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._shards import ShardedUnlearner, ShardEnsemble, ShardParams, score_embeddings
 
@@ -119,8 +117,6 @@ class AttentiveEnsemble(ShardEnsemble):
         super().__init__(config, dataset, keys, shard_of, submodels)
         self.dim = int(config["embedding_size"])
         self.attention_size = RecEraserParams.from_config(config).attention_size or max(1, self.dim // 2)
-        self.negative_weight = float(config["negative_weight"] or 0.0)
-        self.dropout = nn.Dropout(float(config["dropout_prob"] or 0.0) if self.base_name == "ENMF" else 0.0)
         self.reset_aggregator()
 
     def reset_aggregator(self) -> None:
@@ -133,11 +129,7 @@ class AttentiveEnsemble(ShardEnsemble):
 
     def set_train_data(self, dataset) -> None:
         super().set_train_data(dataset)
-        if self.base_name == "ENMF":  # the positive pairs of ENMF's loss, grouped by user
-            inter = dataset.inter_feat
-            self.history_items, self.history_start, self.history_lens = history_csr(
-                inter[dataset.uid_field], inter[dataset.iid_field], self.n_users
-            )
+        self.loss_history = self.shards[0].history_of(dataset)  # what the base loss needs of D_r
 
     def train(self, mode: bool = True):
         self._cache.pop("aggregated", None)
@@ -156,19 +148,9 @@ class AttentiveEnsemble(ShardEnsemble):
         return self.item_attention(torch.einsum("nkd,kde->nke", e, self.trans_w) + self.trans_b, knows)
 
     def calculate_loss(self, interaction) -> torch.Tensor:
-        user = interaction[self.USER_ID]
-        u = self.users(user)
-        if self.base_name != "ENMF":  # BPR, as LightGCN
-            i, j = self.items(interaction[self.ITEM_ID]), self.items(interaction[self.NEG_ITEM_ID])
-            return -F.logsigmoid((u * i).sum(-1) - (u * j).sum(-1)).mean()
-        q = self.items()  # [n_items, d]
-        lens = self.history_lens[user]  # the batch's training pairs: row in the batch, item, [m]
-        rows = torch.repeat_interleave(torch.arange(len(user), device=user.device), lens)
-        offsets = torch.arange(len(rows), device=user.device) - torch.repeat_interleave(torch.cumsum(lens, 0) - lens, lens)
-        pos = (self.dropout(u)[rows] * q[self.history_items[self.history_start[user][rows] + offsets]]).sum(-1)
-        c = self.negative_weight
-        all_items = ((u.T @ u) * (q[1:].T @ q[1:])).sum()
-        return c * all_items + ((1 - c) * pos.square() - 2 * pos).sum()
+        """The base model's loss on the aggregated score embeddings (no regulariser)."""
+        u = self.users(interaction[self.USER_ID])
+        return self.shards[0].score_loss(u, self.items(), interaction, self.loss_history)
 
     def _aggregated(self) -> tuple[torch.Tensor, torch.Tensor]:
         if "aggregated" not in self._cache:

@@ -13,10 +13,11 @@ Chen, Xia & Huang, "Pre-training for Recommendation Unlearning", SIGIR 2025
 * :meth:`UnlearnRec.erase` (per request, timed): one encoder pass writes E0 + Δ into the copy
   of Θ_a (already on the D_r graph), then ``finetune_epochs`` epochs train the model itself on
   D_r with L_model + λ_u·L_unlearn + λ_a·L_align (the contrastive term concerns the encoder only).
-  The result is a plain LightGCN / ENMF.
+  The result is a plain model of the backbone's class.
 
-ENMF has no propagation: its "final embeddings" for the withdrawal term are [P; Q] ⊙ h and Δ is
-added to the rows P, Q of the request's users and items (see ``withdrawal_basis``).
+Everything the method asks of the backbone is the model protocol: ``ego_embeddings``,
+``outputs``, ``final_embeddings`` (the withdrawal basis: propagated outputs for a graph model,
+[P; Q] ⊙ h for ENMF) and ``training_loss`` with E0 replaced.
 """
 from __future__ import annotations
 
@@ -34,11 +35,13 @@ from recbole.utils import init_seed
 
 from recbole_unlearn.checkpoint import load_checkpoint, save_checkpoint
 from recbole_unlearn.data.remaining import select_rows, train_loader
+from recbole_unlearn.data.ledger import data_fingerprint
 from recbole_unlearn.errors import UnlearnInputError
+from recbole_unlearn.model.protocol import require
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._influence_encoder import (
-    ENCODER_FORMAT, InfluenceEncoder, PairSampler, align_loss, check_backbone, contrast_loss, ego_of, forget_adjacency,
-    model_loss, node_degrees, outputs, unlearn_loss, withdrawal_basis,
+    ENCODER_FORMAT, InfluenceEncoder, PairSampler, align_loss, contrast_loss, forget_adjacency, node_degrees,
+    unlearn_loss,
 )
 from recbole_unlearn.unlearner.base import Params, Unlearner, UnlearnTask
 
@@ -88,21 +91,17 @@ class UnlearnRec(Unlearner):
     # ---- pre-training (request-independent) -------------------------------------------------
     def encoder_meta(self, task: UnlearnTask) -> dict:
         """What a saved encoder must match to be reused."""
-        from recbole_unlearn.data.ledger import data_fingerprint
-
         keys = {f.name: getattr(self.params, f.name) for f in dataclasses.fields(self.params)}
         for k in ("finetune_epochs", "finetune_learning_rate", "encoder_path"):
             keys.pop(k)
-        return {"role": "unlearnrec-encoder", "format": ENCODER_FORMAT, "model": type(task.original).__name__,
+        return {"role": "unlearnrec-encoder", "format": ENCODER_FORMAT, "model": self.config["model"],
                 "dataset": self.config["dataset"], "fingerprint": data_fingerprint(task.train),
                 "original": state_fingerprint(task.original), "seed": self.config["seed"], **keys}
 
     def encoder_path(self, task: UnlearnTask) -> Path:
         if self.params.encoder_path:
             return Path(self.params.encoder_path)
-        from recbole_unlearn.data.ledger import data_fingerprint
-
-        name = f"{self.config['dataset']}-{type(task.original).__name__}-UnlearnRec-encoder-{data_fingerprint(task.train)}.pth"
+        name = f"{self.config['dataset']}-{self.config['model']}-UnlearnRec-encoder-{data_fingerprint(task.train)}.pth"
         return Path(self.config["checkpoint_dir"]) / name
 
     def adjacency(self, users: np.ndarray, items: np.ndarray) -> torch.Tensor:
@@ -114,8 +113,7 @@ class UnlearnRec(Unlearner):
                "unlearn_partner": ("negative", "positive")}
 
     def pretrain(self, task: UnlearnTask) -> bool:
-        check_backbone(task.original)
-        p, original = self.params, task.original
+        p, original = self.params, require(task.original, "UnlearnRec")
         for key, allowed in self.CHOICES.items():
             if getattr(p, key) not in allowed:
                 raise UnlearnInputError(f"{key} must be one of {', '.join(allowed)}, not {getattr(p, key)!r}")
@@ -124,7 +122,7 @@ class UnlearnRec(Unlearner):
         self._degrees = degrees if p.idm_norm == "graph" else None
         share = np.minimum(1.0, p.item_share / np.maximum(degrees[original.n_users :], 1))
         self._item_share = torch.from_numpy(share).float().to(self.device) if p.item_share > 0 else None
-        self.encoder = InfluenceEncoder(original.n_users + original.n_items, ego_of(original).shape[1],
+        self.encoder = InfluenceEncoder(original.n_users + original.n_items, original.ego_embeddings().shape[1],
                                         p.encoder_layers, p.withdrawal_init).to(self.device)
         carried = {k[len("encoder."):]: v for k, v in (task.method_state or {}).items() if k.startswith("encoder.")}
         if carried:  # the next request of a chain: the encoder the previous request used
@@ -161,10 +159,10 @@ class UnlearnRec(Unlearner):
         p = self.params
         backbone = copy.deepcopy(task.original).train()
         backbone.requires_grad_(False)
-        n_users, n_items = backbone.n_users, backbone.n_items
-        ego0, final = ego_of(backbone).detach(), withdrawal_basis(task.original)
+        n_users = backbone.n_users
+        ego0, final = backbone.ego_embeddings().detach(), task.original.final_embeddings()
         with torch.no_grad():
-            reference = outputs(task.original, ego0)
+            reference = task.original.outputs(ego0)
         optimizer = torch.optim.Adam(self.encoder.parameters(), lr=p.pretrain_learning_rate)
         rng = np.random.default_rng(self.config["seed"])
         inter = task.train.inter_feat
@@ -202,9 +200,9 @@ class UnlearnRec(Unlearner):
         """L_model on ``batch`` + λ_u·L_unlearn on a sample of the forgotten pairs (fu, fi)
         + λ_a·L_align on remaining triples, all from one propagation of ``ego``."""
         p = self.params
-        U, I = outputs(model, ego)
+        U, I = model.outputs(ego)
         pick = rng.choice(len(fu), size=min(p.aux_batch_size, len(fu)), replace=False)
-        loss = model_loss(model, ego, U, I, batch)
+        loss = model.training_loss(batch, ego=ego, outputs=(U, I))
         users = fu[pick]
         partners = sampler.negatives(len(users)) if p.unlearn_partner == "negative" else sampler.positives_of(users)
         loss = loss + p.unlearn_weight * unlearn_loss(U, I, users, fi[pick], partners, self._item_share)
@@ -219,9 +217,10 @@ class UnlearnRec(Unlearner):
         start = perf_counter()
         adj = self.adjacency(request.users, request.items)
         with torch.no_grad():
-            delta = self.encoder(adj, withdrawal_basis(task.original))
-            model.user_embedding.weight.add_(delta[: model.n_users])
-            model.item_embedding.weight.add_(delta[model.n_users :])
+            delta = self.encoder(adj, task.original.final_embeddings())
+            users, items = model.embedding_tables()
+            users.add_(delta[: model.n_users])
+            items.add_(delta[model.n_users :])
         self.info["encoder_pass_s"] = perf_counter() - start
         if self.params.finetune_epochs > 0:
             start = perf_counter()
@@ -238,14 +237,14 @@ class UnlearnRec(Unlearner):
         init_seed(self.config["seed"], self.config["reproducibility"])
         model = self.model.train()
         with torch.no_grad():
-            reference = outputs(task.original, ego_of(task.original))
+            reference = task.original.outputs()
         rng = np.random.default_rng(self.config["seed"])
         sampler = PairSampler(remaining, rng)
         fu, fi = task.request.users, task.request.items
         loader = train_loader(self.config, remaining)
         for _ in range(self.params.finetune_epochs):
             for batch in loader:
-                loss = self._step_loss(model, ego_of(model), batch.to(self.device), reference, fu, fi, sampler, rng)
+                loss = self._step_loss(model, model.ego_embeddings(), batch.to(self.device), reference, fu, fi, sampler, rng)
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()

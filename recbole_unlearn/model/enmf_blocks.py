@@ -20,56 +20,11 @@ product R @ [x⊗x | x⊙x | x]; the shared c·(...) term is one d×d matrix for
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from recbole_unlearn.numerics import BlockSums, block_sums
+
 JITTER = 1e-6
-
-
-@dataclass
-class BlockSums:
-    """Per-row sums over a row's interactions: outer [n, d, d], square [n, d], linear [n, d]."""
-
-    outer: torch.Tensor
-    square: torch.Tensor
-    linear: torch.Tensor
-
-    def update_rows(self, rows: torch.Tensor, remove: "BlockSums", add: "BlockSums") -> None:
-        """In place: the sums of ``rows`` [n] lose ``remove``'s and gain ``add``'s (both for the
-        same ``rows``)."""
-        for mine, r, a in zip((self.outer, self.square, self.linear), (remove.outer, remove.square, remove.linear),
-                              (add.outer, add.square, add.linear)):
-            mine[rows] = mine[rows].sub_(r).add_(a)
-
-    def select(self, rows: torch.Tensor) -> "BlockSums":
-        """The sums of ``rows`` [n] (copies)."""
-        return BlockSums(self.outer[rows], self.square[rows], self.linear[rows])
-
-
-def block_sums(rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, vectors: torch.Tensor) -> BlockSums:
-    """Σ over pairs (rows[k], cols[k]) with rows[k] == targets[j] of f(vectors[cols[k]]), per j.
-
-    rows/cols: [m] pair indices; targets: [n] distinct row ids; vectors: [n_cols, d].
-    Returns sums of v vᵀ, v ⊙ v and v for each target row (zeros for rows without pairs).
-    """
-    n, d = len(targets), vectors.shape[1]
-    size = max(int(rows.max()) if len(rows) else -1, int(targets.max()) if len(targets) else -1) + 1
-    position = torch.full((size,), -1)
-    position[targets] = torch.arange(n)
-    pos = position[rows] if len(rows) else rows
-    keep = pos >= 0
-    pos, cols = pos[keep], cols[keep]
-    used, cols = torch.unique(cols, return_inverse=True)  # featurise only the vectors the pairs use
-    v = vectors[used]
-    feats = torch.cat([(v.unsqueeze(2) * v.unsqueeze(1)).reshape(len(v), d * d), v * v, v], dim=1)
-    order = torch.argsort(pos)
-    incidence = torch.sparse_csr_tensor(
-        torch.searchsorted(pos[order], torch.arange(n + 1)), cols[order], torch.ones(len(pos)), (n, len(v)),
-        check_invariants=False,
-    )
-    out = torch.sparse.mm(incidence, feats)  # [n, d² + 2d]
-    return BlockSums(out[:, : d * d].reshape(n, d, d), out[:, d * d : d * d + d], out[:, d * d + d :])
 
 
 class ENMFBlocks:
@@ -137,13 +92,3 @@ class ENMFBlocks:
     def solve_items(self, items: torch.Tensor, sums: BlockSums | None = None) -> torch.Tensor:
         """Exact minimisers q_i = A_i⁻¹ b_i of the item blocks, [n, d]."""
         return torch.linalg.solve(*self.system(self.item_gram(), self.item_sums(items) if sums is None else sums))
-
-    def objective(self) -> float:
-        """F on these pairs (dropout in expectation), a float."""
-        P, x = self.P, self.x()
-        all_items = self.c * torch.sum((P.T @ P) * (x[1:].T @ x[1:]))
-        p, xi = P[self.users], x[self.items]
-        y = (p * xi).sum(1)
-        positive = (1 - self.c) * (y.square() + self.r * (p.square() * xi.square()).sum(1)) - 2 * y
-        reg = self.lam * (P.square().sum() + self.Q[1:].square().sum())
-        return float(all_items + positive.sum() + reg)

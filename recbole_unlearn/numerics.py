@@ -1,0 +1,134 @@
+"""Numerics shared by the unlearners and the models: a damped conjugate-gradient solver on
+Hessian-vector products, Hessian-vector products by double backpropagation, per-row sums of a
+pair set's vector features (the sufficient statistics of quadratic row blocks), and the
+normalised adjacency of a bipartite user–item graph."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+Tensor = torch.Tensor
+
+
+def conjugate_gradient(
+    hvp: Callable[[Tensor], Tensor], b: Tensor, damping: float, tol: float, max_iter: int
+) -> tuple[Tensor, int]:
+    """Solve (H + damping·I) x = b by conjugate gradient, starting from x = 0.
+
+    Args:
+        hvp: v ↦ H v for the symmetric matrix H (same shape as ``b``, any shape).
+        b: right-hand side.
+        damping: λ ≥ 0 added to H's diagonal (Levenberg–Marquardt damping).
+        tol: stop when ‖r‖ ≤ tol·‖b‖ (relative residual).
+        max_iter: at most this many Hessian-vector products.
+
+    Stopping rule: relative residual below ``tol``, or ``max_iter`` products, or a direction
+    of non-positive curvature pᵀ(H+λI)p ≤ 0 (H indefinite even after damping): the iterate
+    reached so far is returned, as truncated Newton methods do (x = 0 if it happens first).
+
+    Returns:
+        (x, iters): the solution, shaped like ``b``, and the number of products used.
+    """
+    if damping < 0 or tol < 0 or max_iter < 0:
+        raise ValueError("damping, tol and max_iter must be non-negative")
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rr = torch.sum(r * r)
+    threshold = (tol * torch.sqrt(rr)).item()
+    iters = 0
+    while iters < max_iter and torch.sqrt(rr).item() > threshold:
+        ap = hvp(p).add_(p, alpha=damping)
+        iters += 1
+        curvature = torch.sum(p * ap)
+        if curvature.item() <= 0:
+            break
+        alpha = (rr / curvature).item()
+        x.add_(p, alpha=alpha)
+        r.sub_(ap, alpha=alpha)
+        rr_new = torch.sum(r * r)
+        p.mul_((rr_new / rr).item()).add_(r)
+        rr = rr_new
+    return x, iters
+
+
+def autograd_gradient_and_hvp(losses, theta: torch.Tensor):
+    """(g, v ↦ H_Σ v) by double backprop: (influence, remaining) = ``losses(θ)``,
+    g = ∇ influence, H_Σ = ∇² remaining, both at θ = ``theta`` [m, d]."""
+    theta = theta.detach().requires_grad_(True)
+    influence, remaining = losses(theta)
+    g = torch.autograd.grad(influence, theta, retain_graph=True)[0]
+    grad = torch.autograd.grad(remaining, theta, create_graph=True)[0]
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad(grad, theta, v, retain_graph=True)[0].detach()
+
+    return g.detach(), hvp
+
+
+@dataclass
+class BlockSums:
+    """Per-row sums over a row's interactions: outer [n, d, d], square [n, d], linear [n, d]."""
+
+    outer: torch.Tensor
+    square: torch.Tensor
+    linear: torch.Tensor
+
+    def update_rows(self, rows: torch.Tensor, remove: "BlockSums", add: "BlockSums") -> None:
+        """In place: the sums of ``rows`` [n] lose ``remove``'s and gain ``add``'s (both for the
+        same ``rows``)."""
+        for mine, r, a in zip((self.outer, self.square, self.linear), (remove.outer, remove.square, remove.linear),
+                              (add.outer, add.square, add.linear)):
+            mine[rows] = mine[rows].sub_(r).add_(a)
+
+    def select(self, rows: torch.Tensor) -> "BlockSums":
+        """The sums of ``rows`` [n] (copies)."""
+        return BlockSums(self.outer[rows], self.square[rows], self.linear[rows])
+
+
+def block_sums(rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, vectors: torch.Tensor) -> BlockSums:
+    """Σ over pairs (rows[k], cols[k]) with rows[k] == targets[j] of f(vectors[cols[k]]), per j.
+
+    rows/cols: [m] pair indices; targets: [n] distinct row ids; vectors: [n_cols, d].
+    Returns sums of v vᵀ, v ⊙ v and v for each target row (zeros for rows without pairs).
+    """
+    n, d = len(targets), vectors.shape[1]
+    size = max(int(rows.max()) if len(rows) else -1, int(targets.max()) if len(targets) else -1) + 1
+    position = torch.full((size,), -1)
+    position[targets] = torch.arange(n)
+    pos = position[rows] if len(rows) else rows
+    keep = pos >= 0
+    pos, cols = pos[keep], cols[keep]
+    used, cols = torch.unique(cols, return_inverse=True)  # featurise only the vectors the pairs use
+    v = vectors[used]
+    feats = torch.cat([(v.unsqueeze(2) * v.unsqueeze(1)).reshape(len(v), d * d), v * v, v], dim=1)
+    order = torch.argsort(pos)
+    incidence = torch.sparse_csr_tensor(
+        torch.searchsorted(pos[order], torch.arange(n + 1)), cols[order], torch.ones(len(pos)), (n, len(v)),
+        check_invariants=False,
+    )
+    out = torch.sparse.mm(incidence, feats)  # [n, d² + 2d]
+    return BlockSums(out[:, : d * d].reshape(n, d, d), out[:, d * d : d * d + d], out[:, d * d + d :])
+
+
+def normalized_adjacency(
+    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int
+) -> torch.Tensor:
+    """Sparse symmetric-normalised bipartite adjacency, [(n_users+n_items)]² COO tensor.
+
+    ``users``/``items`` are the internal ids of the edges (duplicates are counted once).
+    """
+    n = n_users + n_items
+    key = np.unique(np.asarray(users, dtype=np.int64) * n_items + np.asarray(items, dtype=np.int64))
+    u, i = key // n_items, key % n_items + n_users
+    rows = np.concatenate([u, i])
+    cols = np.concatenate([i, u])
+    deg = np.bincount(rows, minlength=n).astype(np.float64)
+    inv_sqrt = np.zeros(n)
+    inv_sqrt[deg > 0] = deg[deg > 0] ** -0.5
+    vals = inv_sqrt[rows] * inv_sqrt[cols]
+    index = torch.from_numpy(np.stack([rows, cols]))
+    return torch.sparse_coo_tensor(index, torch.from_numpy(vals).float(), (n, n), check_invariants=False).coalesce()

@@ -1,0 +1,96 @@
+"""The model protocol (recbole_unlearn.model.protocol), checked on every plugin model: each
+form of a model's objective agrees with the others and with RecBole's ``calculate_loss``."""
+from __future__ import annotations
+
+import pytest
+import torch
+from recbole.data.interaction import Interaction
+
+from conftest import tiny_experiment
+from recbole_unlearn.data.remaining import pairs, train_loader
+from recbole_unlearn.model import MODELS
+from recbole_unlearn.model.protocol import UnlearnableModel, offers, require
+from recbole_unlearn.errors import UnlearnInputError
+
+NAMES = [cls.__name__ for cls in MODELS.values()]
+
+
+def _model(name):
+    exp = tiny_experiment(name, forget="private")
+    model = exp.original.eval()  # no dropout: every form is deterministic
+    model.set_train_data(exp.remaining)
+    return exp, model
+
+
+def _negatives(model, users):
+    if model.negatives_per_pair == 0:
+        return None
+    return torch.randint(1, model.n_items, (len(users),), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_model_speaks_the_protocol(name):
+    assert issubclass(MODELS[name.lower()], UnlearnableModel)
+    exp, model = _model(name)
+    U, I = model.outputs()
+    users, items = pairs(exp.remaining)
+    with torch.no_grad():
+        expected = model.predict(Interaction({model.USER_ID: users, model.ITEM_ID: items}))
+        assert torch.allclose((U[users] * I[items]).sum(-1), expected, atol=1e-5)  # ŷ = U·I
+        assert torch.allclose(model.predict_proba(users, items), model.proba(expected), atol=1e-6)
+    assert model.ego_embeddings().shape == (model.n_users + model.n_items, U.shape[1])
+    assert set(model.trained_pair_keys().tolist()) == set((users * model.n_items + items).tolist())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_training_loss_with_the_own_embeddings_is_calculate_loss(name):
+    exp, model = _model(name)
+    batch = next(iter(train_loader(exp.config, exp.remaining)))
+    ego = model.ego_embeddings()
+    with torch.no_grad():
+        ours = model.training_loss(batch, ego=ego, outputs=model.outputs(ego))
+        assert torch.allclose(ours, model.calculate_loss(batch), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_row_objective_has_the_gradient_of_the_objective(name):
+    """``row_objective`` (which a model may write from the rows' own terms) differs from the
+    full objective by a constant: the same gradient with respect to those rows."""
+    exp, model = _model(name)
+    users, items = pairs(exp.remaining)
+    negatives = _negatives(model, users)
+    full = model.objective_fn(users, items, negatives)
+    for side, n in (("user", model.n_users), ("item", model.n_items)):
+        rows = torch.arange(1, n)
+        theta = model.embedding_tables()[0 if side == "user" else 1].detach()[rows].clone().requires_grad_(True)
+        g_rows = torch.autograd.grad(model.row_objective(users, items, negatives, side, rows)(theta), theta)[0]
+        ego = model.ego_embeddings().detach().clone().requires_grad_(True)
+        g_full = torch.autograd.grad(full(ego), ego)[0][rows if side == "user" else rows + model.n_users]
+        assert torch.allclose(g_rows, g_full, rtol=1e-3, atol=1e-5)
+
+
+def test_enmf_objective_is_the_loss_over_all_users_in_both_forms():
+    """Without dropout ENMF's objective on D_r is ``calculate_loss`` of one batch of every user,
+    and the dense (score-matrix) and per-pair forms agree in value, gradient and curvature."""
+    exp, model = _model("ENMF")
+    users, items = pairs(exp.remaining)
+    ego = model.ego_embeddings().detach().clone().requires_grad_(True)
+    rho, model.dropout_prob = model.dropout_prob, 0.0
+    every_user = Interaction({model.USER_ID: torch.arange(model.n_users)})
+    with torch.no_grad():
+        assert torch.allclose(model.objective_fn(users, items)(ego), model.calculate_loss(every_user), rtol=1e-5)
+    model.dropout_prob = rho
+    v = torch.randn(ego.shape, generator=torch.Generator().manual_seed(2))
+    grads = []
+    for dense in (True, False):
+        g = torch.autograd.grad(model.objective_fn(users, items, dense=dense)(ego), ego, create_graph=True)[0]
+        grads.append((g.detach(), torch.autograd.grad(g, ego, v)[0]))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-4)
+    assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-3)
+
+
+def test_capabilities_are_asked_for_not_types():
+    assert offers(_model("ENMF")[1], "exact_blocks")
+    assert not offers(_model("LightGCN")[1], "exact_blocks")
+    with pytest.raises(UnlearnInputError, match="needs a model that implements recbole_unlearn's model protocol"):
+        require(torch.nn.Linear(2, 2), "IFRU")
