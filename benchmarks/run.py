@@ -11,7 +11,7 @@ usage:
 Benchmark keys (everything else, RecBole-style ``--key=value``, goes into the Config of every run):
   suite          tables | sequential | scaling | all | report            (tables)
   dataset        dataset name (ml-100k ships with RecBole)                (ml-100k)
-  model          ENMF | LightGCN                                          (ENMF)
+  model          a plugin model (ENMF, LightGCN, ...)                     (ENMF)
   unlearners     comma-separated registered names, any case; a row with     (all registered)
                  some keys set: name[key=value;key=value]
   scenario       forget scenario: private | noise | users | random        (private)

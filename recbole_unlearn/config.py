@@ -200,7 +200,8 @@ class Config(RecBoleConfig):
         if model is None:
             model = self.external_config_dict.get("model")
             if model is None:
-                raise UnlearnInputError("no model given (use --model=ENMF or --model=LightGCN)")
+                raise UnlearnInputError("no model given (use --model=NAME; the plugin's models: "
+                                        + ", ".join(c.__name__ for c in MODELS.values()) + ")")
         if isinstance(model, str):
             model_class = get_model_class(model)
             if model_class is None:

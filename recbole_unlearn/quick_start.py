@@ -294,7 +294,7 @@ def run_unlearn(model=None, dataset=None, config_file_list=None, config_dict=Non
     appended to the audit trail; a failed run publishes nothing.
 
     Args:
-        model: model name (``ENMF``, ``LightGCN``) or None to take it from the config.
+        model: a plugin model's name (e.g. ``ENMF``) or None to take it from the config.
         dataset: dataset name or None.
         config_file_list: the user's YAML files (override the plugin's properties).
         config_dict: keys overriding the files.
