@@ -35,7 +35,7 @@ from recbole_unlearn.checkpoint import load_checkpoint, save_checkpoint, write_j
 from recbole_unlearn.config import Config, config_with
 from recbole_unlearn.data import build_loaders, remaining_dataset
 from recbole_unlearn.errors import UnlearnInputError
-from recbole_unlearn.quick_start import Experiment, _meta, prepare
+from recbole_unlearn.quick_start import Experiment, checkpoint_meta, prepare
 from recbole_unlearn.unlearner import get_unlearner
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -262,7 +262,7 @@ def prepare_cached(bench: Bench, config: Config, seed: int, name: str = "Origina
     exp = prepare(config, saved=False)
     train_time = exp.original_row["train_time_s"]
     save_checkpoint(path, exp.original.state_dict(),
-                    _meta(config, exp.train, role="original", train_time_s=train_time))
+                    checkpoint_meta(config, exp.train, role="original", train_time_s=train_time))
     return exp, train_time
 
 
@@ -282,7 +282,7 @@ def experiment_after(exp: Experiment, train, request, original: torch.nn.Module 
 
 def save_model(path: Path, model: torch.nn.Module, config, dataset, **meta) -> None:
     """Cache a model (plain state_dict) with JSON-able ``meta``."""
-    save_checkpoint(path, model.state_dict(), _meta(config, dataset, **meta))
+    save_checkpoint(path, model.state_dict(), checkpoint_meta(config, dataset, **meta))
 
 
 def load_model(path: Path, config, dataset) -> tuple[torch.nn.Module | None, dict]:

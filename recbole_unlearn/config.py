@@ -115,6 +115,12 @@ class Config(RecBoleConfig):
     converted to their type once, here.
     """
 
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        from recbole_unlearn.evaluator import register_recbole_metrics
+
+        register_recbole_metrics()  # idempotent: metrics: [RBO] is valid in every plugin Config
+        super().__init__(model, dataset, config_file_list, config_dict)
+
     def _build_yaml_loader(self):
         return _SafeLoader
 

@@ -24,7 +24,7 @@ from recbole_unlearn.config import Config
 from recbole_unlearn.data.ledger import Ledger
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.options import shown
-from recbole_unlearn.quick_start import _meta, current_codes
+from recbole_unlearn.quick_start import checkpoint_meta, current_codes
 
 logger = logging.getLogger(__name__)
 TOLERANCE = 1e-5
@@ -82,7 +82,7 @@ def convert_checkpoint(stock: str, out: str, model=None, dataset=None, config_fi
     gap = float((_all_scores(ours, train.user_num) - _all_scores(theirs, train.user_num)).abs().max())
     if gap > TOLERANCE:
         raise UnlearnInputError(f"the converted model scores differ from RecBole's by up to {gap:.3g}; nothing written")
-    meta = _meta(config, train, role="original", ledger=Ledger().to_meta(),
+    meta = checkpoint_meta(config, train, role="original", ledger=Ledger().to_meta(),
                  converted_from={"path": str(stock_path.resolve()), "sha256": file_sha256(stock_path)})
     save_checkpoint(out_path, ours.state_dict(), meta, current_codes(train, meta))
     return {"model": config["model"], "users": train.user_num, "items": train.item_num, "max_score_gap": gap,

@@ -107,7 +107,9 @@ def current_codes(dataset, meta: dict) -> dict:
             for kind, f in (("user", dataset.uid_field), ("item", dataset.iid_field))}
 
 
-def _meta(config, train, **extra) -> dict:
+def checkpoint_meta(config, train, **extra) -> dict:
+    """The metadata every checkpoint carries: model, dataset, seed, scenario and the data
+    fingerprint of what it was trained on, plus ``extra``."""
     return {
         "model": config["model"],
         "dataset": config["dataset"],
@@ -384,7 +386,7 @@ def _publish(exp: Experiment, run: RunRows, outputs: RunOutputs, unlearner: str)
     if exp.checkpoint is None and config["save_original"]:
         name = f"{stem}-original.pth"
         save_checkpoint(outputs.path(name), models["Original"].state_dict(),
-                        _meta(config, exp.train, role="original", ledger=exp.ledger.to_meta(), **common),
+                        checkpoint_meta(config, exp.train, role="original", ledger=exp.ledger.to_meta(), **common),
                         current_codes(exp.train, {"ledger": exp.ledger.to_meta()}))
         results["rows"]["Original"]["checkpoint"] = str(outputs.final(name))
     ledger = Ledger(exp.ledger.salt, list(exp.ledger.entries))
@@ -397,7 +399,7 @@ def _publish(exp: Experiment, run: RunRows, outputs: RunOutputs, unlearner: str)
         extra.update(state_file=f"{stem}-{unlearner}.state.pth", state_id=new_request_id())
         save_checkpoint(outputs.path(extra["state_file"]), states[unlearner],
                         {"role": "method_state", "unlearner": unlearner, "state_id": extra["state_id"]})
-    meta = _meta(config, exp.remaining, role="unlearned", unlearner=unlearner, request_id=request_id,
+    meta = checkpoint_meta(config, exp.remaining, role="unlearned", unlearner=unlearner, request_id=request_id,
                  ledger=ledger.to_meta(), parent_sha256=exp.checkpoint.sha256 if exp.checkpoint else None,
                  **common, **extra)
     save_checkpoint(outputs.path(name), model.state_dict(), meta, current_codes(exp.remaining, meta))

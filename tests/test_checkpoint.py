@@ -14,7 +14,7 @@ from recbole.trainer import Trainer
 from conftest import make_config, tiny_config_dict, tiny_experiment
 from recbole_unlearn.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from recbole_unlearn.errors import UnlearnInputError
-from recbole_unlearn.quick_start import _meta, prepare, run_unlearn
+from recbole_unlearn.quick_start import checkpoint_meta, prepare, run_unlearn
 
 
 def digest(path) -> str:
@@ -32,7 +32,7 @@ def all_scores(model) -> torch.Tensor:
 def original_checkpoint(tmp_path, model: str = "ENMF"):
     exp = tiny_experiment(model, forget="private")
     path = tmp_path / f"{model}-original.pth"
-    save_checkpoint(path, exp.original.state_dict(), _meta(exp.config, exp.train, role="original"))
+    save_checkpoint(path, exp.original.state_dict(), checkpoint_meta(exp.config, exp.train, role="original"))
     return exp, path
 
 
@@ -43,7 +43,7 @@ def test_roundtrip_is_exact_safe_and_leaves_no_temp_file(tmp_path):
     assert state.keys() == original.keys()
     for k, v in original.items():
         assert torch.equal(state[k], v), k
-    assert meta == _meta(exp.config, exp.train, role="original")
+    assert meta == checkpoint_meta(exp.config, exp.train, role="original")
     raw = torch.load(path, weights_only=True)  # plain tensors and strings only
     assert json.loads(raw["meta_json"]) == meta
     assert os.listdir(tmp_path) == [path.name]

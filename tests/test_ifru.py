@@ -212,7 +212,7 @@ def test_cg_stopping_rules():
 # ---- the influence step on convex blocks ----------------------------------------------------
 def test_influence_step_is_exact_on_enmf_user_block():
     """With Q and h fixed, ENMF's loss is quadratic in P: from the exact D_a optimum, one
-    undamped influence step lands on the exact D_r optimum (closed form per user, DESIGN §6)."""
+    undamped influence step lands on the exact D_r optimum (closed form per user)."""
     exp = tiny_experiment("ENMF", forget="private")
     model = exp.original.double()
     c, rho, lam = model.negative_weight, model.dropout_prob, model.reg_weight
