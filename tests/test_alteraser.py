@@ -24,7 +24,7 @@ class TestAltEraserAHNewton(UnlearnerContract):
 
 class TestAltEraserHFNewton(UnlearnerContract):
     unlearner = "alteraser"
-    models = ("ENMF", "LightGCN")
+    models = ("ENMF", "LightGCN", "BPR")
     config = {"alt_optimizer": "hf_newton"}
 
 

@@ -67,7 +67,7 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     assert digest(path) == before and os.listdir(tmp_path) == ["x.pth"]
 
 
-@pytest.mark.parametrize("model", ["ENMF", "LightGCN"])
+@pytest.mark.parametrize("model", ["ENMF", "LightGCN", "BPR"])
 def test_pipeline_reproduces_the_original_from_a_checkpoint(tmp_path, model):
     exp, path = original_checkpoint(tmp_path, model)
     before = digest(path)

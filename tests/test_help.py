@@ -25,7 +25,7 @@ def test_every_key_of_every_shipped_yaml_is_in_the_help(capsys):
         for key, spec in specs.items():
             assert f"--{key}=" in text, key
             assert spec.meaning.split()[0].strip("`") in text, key
-    for name in ("AltEraser", "IFRU", "UnlearnRec", "Retrain", "WarmStart", "SISA", "RecEraser", "ENMF", "LightGCN"):
+    for name in ("AltEraser", "IFRU", "UnlearnRec", "Retrain", "WarmStart", "SISA", "RecEraser", "ENMF", "LightGCN", "BPR"):
         assert f"  {name} " in text
     assert "`" not in text and "See README" not in text
 

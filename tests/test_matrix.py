@@ -13,6 +13,7 @@ from conftest import tiny_experiment
 from recbole_unlearn.config import config_with
 from recbole_unlearn.data.remaining import dataset_keys, pair_keys
 from recbole_unlearn.errors import UnlearnInputError
+from recbole_unlearn.model import MODELS
 from recbole_unlearn.quick_start import run_unlearner
 from recbole_unlearn.unlearner import get_unlearner, unlearner_names
 from unlearner_contract import forgotten_rank
@@ -59,7 +60,7 @@ def experiment(tmp_path_factory, model: str, scenario: str):
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 @pytest.mark.parametrize("unlearner", unlearner_names())
-@pytest.mark.parametrize("model", ["ENMF", "LightGCN"])
+@pytest.mark.parametrize("model", [cls.__name__ for cls in MODELS.values()])
 def test_every_cell_forgets(tmp_path_factory, model, unlearner, scenario):
     exp = experiment(tmp_path_factory, model, scenario)
     assert len(exp.request) > 0
