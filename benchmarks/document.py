@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from benchmarks import plots, scaling, sequential, tables
+from benchmarks import paper, plots, scaling, sequential, tables
 from benchmarks.common import NON_RESULT_KEYS, machine, now, read_json, run_records
 from benchmarks.scaling import SCALING_DATASETS
 from recbole_unlearn.checkpoint import atomic_write, write_json
@@ -71,13 +71,17 @@ def _tables_section(result_dir: Path, report: Path, plot_dir: Path) -> tuple[lis
         cost[r["seed"]] = cost.get(r["seed"], 0.0) + t + (r["result"].get("pretrain_time_s") or 0.0)
     selection = (exp.get("overrides") or {}).get("forget_selection")
     which = f" ({selection} users)" if exp["scenario"] == "users" and selection else ""
-    lines = [f"## {exp['dataset']} · {exp['model']} · `{exp['scenario']}` scenario{which}", ""]
+    protocol = " · the AltEraser paper's protocol (`recsys22`)" if paper.is_protocol(exp) else ""
+    lines = [f"## {exp['dataset']} · {exp['model']} · `{exp['scenario']}` scenario{which}{protocol}", ""]
     if originals:
         f = originals[0]["forget"]
         lines += [f"Request: {f['users']} forgetting users, {f['interactions']:,} interactions (seed "
                   f"{originals[0]['seed']}; each seed draws its own).  Compute per seed (training Θ_a and every "
                   f"row): {sum(cost.values()) / max(len(cost), 1):,.0f} s.", ""]
-    lines += _run_info(result_dir, exp) + [tables.markdown_tables(summary), ""]
+    lines += _run_info(result_dir, exp)
+    if paper.is_protocol(exp):
+        lines += paper.section(exp, summary)
+    lines += [tables.markdown_tables(summary), ""]
     png = plots.quality_vs_time(summary, f"{exp['dataset']} · {exp['model']} · {exp['scenario']}",
                                 plot_dir / f"quality-{result_dir.name}.png")
     lines += [_image(png, report, "quality vs time"), ""]

@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip())
         return 0
-    command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in argv)
+    # where results, caches and the report go does not change a result: left out of the record
+    shown = [a for a in argv if a.split("=", 1)[0] not in ("--out", "--cache", "--report")]
+    command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in shown)
     sys.argv = sys.argv[:1]  # every key reaches RecBole's Config through config_dict, not the command line
     try:
         opts, overrides = parse(argv)

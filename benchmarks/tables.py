@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 
 from benchmarks.common import (
-    Bench, Variant, aggregate, errors_text, finished, fmt, load_model, machine, markdown_table, now, prepare_cached,
+    Bench, Variant, aggregate, errors_text, finished, flatten, fmt, load_model, machine, markdown_table, now,
+    prepare_cached,
     progress, read_json, run_records, save_model, write_error,
 )
 from recbole_unlearn.checkpoint import write_json
@@ -154,7 +155,29 @@ def summarize(result_dir) -> dict:
     found = {name for rows in per_seed.values() for name in rows}
     order = sorted(found, key=lambda n: (rank.get(n, len(rank)), n))
     rows = {name: aggregate([r[name] for r in per_seed.values() if name in r]) for name in order}
-    return {"seeds": sorted(per_seed), "rows": rows, "errors": run_records(result_dir)[1]}
+    return {"seeds": sorted(per_seed), "rows": rows, "paired": paired_differences(per_seed, order),
+            "errors": run_records(result_dir)[1]}
+
+
+#: the metrics whose paired difference to Retrain is tabulated (RBO is measured against Retrain)
+PAIRED = (("re-predict", "repredict_score"), ("MIA AUC", "mia_auc"),
+          ("F-Recall@20", "test_forget_users.recall@20"), ("F-NDCG@20", "test_forget_users.ndcg@20"),
+          ("Recall@20", "test.recall@20"), ("NDCG@20", "test.ndcg@20"))
+
+
+def paired_differences(per_seed: dict[int, dict[str, dict]], order: list[str]) -> dict[str, dict]:
+    """``{row: {metric: mean_std}}`` of row − Retrain within each seed, over the seeds that have
+    both (a gap larger than its std over seeds is more than seed noise)."""
+    out = {}
+    for name in order:
+        diffs = []
+        for rows in per_seed.values():
+            if name in rows and "Retrain" in rows and name != "Retrain":
+                mine, base = flatten(rows[name]), flatten(rows["Retrain"])
+                diffs.append({k: mine[k] - base[k] for _, k in PAIRED if k in mine and k in base})
+        if diffs:
+            out[name] = aggregate(diffs)
+    return out
 
 
 def markdown_tables(summary: dict, k_main: int = 20) -> str:
@@ -188,5 +211,12 @@ def markdown_tables(summary: dict, k_main: int = 20) -> str:
         out.append(markdown_table(["row", "active", "inactive", "gap"], [
             [n, fmt(r.get(f"test_active.ndcg@{k_main}")), fmt(r.get(f"test_inactive.ndcg@{k_main}")),
              fmt(r.get(f"fairness_gap.ndcg@{k_main}"))] for n, r in rows.items()
+        ]))
+    paired = {n: d for n, d in (summary.get("paired") or {}).items() if any((v or {}).get("n", 0) > 1 for v in d.values())}
+    if paired:
+        out += ["", "**Paired differences to Retrain** (row − Retrain within each seed, mean ± std over the "
+                "seeds; F- = forgetting users, test split)", ""]
+        out.append(markdown_table(["row"] + [label for label, _ in PAIRED], [
+            [n] + [fmt(d.get(k)) for _, k in PAIRED] for n, d in paired.items()
         ]))
     return "\n".join(out) + errors_text(summary.get("errors", {}))
