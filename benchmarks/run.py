@@ -6,19 +6,21 @@ usage:
   python benchmarks/run.py --suite=sequential --requests=10 --request_users=8 ...
   python benchmarks/run.py --suite=scaling --datasets=ml-100k,ml-1m,gowalla-lightgcn \\
       --request_sizes=1,2,4,8,16,32,64,128,256,512 ...
+  python benchmarks/run.py --suite=shards --request_sizes=1,8,64 --seeds=1   # the tables per request size
   python benchmarks/run.py --suite=report                                    # only regenerate BENCHMARKS.md
 
 Benchmark keys (everything else, RecBole-style ``--key=value``, goes into the Config of every run):
-  suite          tables | sequential | scaling | all | report            (tables)
+  suite          tables | sequential | scaling | shards | all | report   (tables)
   dataset        dataset name (ml-100k ships with RecBole)                (ml-100k)
   model          a plugin model (ENMF, LightGCN, ...)                     (ENMF)
-  unlearners     comma-separated registered names, any case; a row with     (all registered)
-                 some keys set: name[key=value;key=value]
+  unlearners     comma-separated registered names, any case; a row with     (all registered;
+                 some keys set: name[key=value;key=value]                  shards: sisa,receraser)
   scenario       forget scenario: private | noise | users | random        (private)
   seeds          number of seeds, starting at --seed                      (3)
   seed           first seed                                               (2020)
   requests, request_users   sequential: N requests of K users             (10, 8)
   datasets, request_sizes   scaling: datasets and request sizes (users)   (--dataset; 1,2,...,512)
+                            shards: the tables suite (private) at each size  (1,8,64)
   out, cache     results folder (committed) / checkpoint folder (not)     (benchmarks/results, benchmarks/.cache)
   report         the generated markdown file                              (BENCHMARKS.md)
   threads        torch threads of every run                               (1)
@@ -39,11 +41,14 @@ import torch  # noqa: E402
 from benchmarks.common import REPO_ROOT, Bench, parse_unlearners, seed_list  # noqa: E402
 from recbole_unlearn.errors import UnlearnInputError  # noqa: E402
 
-SUITES = ("tables", "sequential", "scaling", "all", "report")
+SUITES = ("tables", "sequential", "scaling", "shards", "all", "report")
+#: per-suite defaults of the keys left unset
+SUITE_DEFAULTS = {"scaling": {"request_sizes": "1,2,4,8,16,32,64,128,256,512"},
+                  "shards": {"request_sizes": "1,8,64", "unlearners": "sisa,receraser"}}
 DEFAULTS = {
     "suite": "tables", "dataset": "ml-100k", "model": "ENMF", "unlearners": None, "scenario": "private",
     "seeds": "3", "seed": "2020", "requests": "10", "request_users": "8", "datasets": None,
-    "request_sizes": "1,2,4,8,16,32,64,128,256,512", "out": str(REPO_ROOT / "benchmarks" / "results"),
+    "request_sizes": None, "out": str(REPO_ROOT / "benchmarks" / "results"),
     "cache": str(REPO_ROOT / "benchmarks" / ".cache"), "report": str(REPO_ROOT / "BENCHMARKS.md"), "threads": "1",
 }
 
@@ -97,6 +102,10 @@ def run(opts: dict, overrides: dict, command: str | None = None) -> Path:
     from recbole_unlearn.unlearner import unlearner_names
 
     suite = opts["suite"]
+
+    def key(name: str, for_suite: str) -> str | None:
+        return opts[name] or SUITE_DEFAULTS.get(for_suite, {}).get(name)
+
     unlearners = parse_unlearners(opts["unlearners"] or ",".join(unlearner_names()))
     seeds = seed_list(_ints(opts["seed"], "seed")[0], _ints(opts["seeds"], "seeds")[0])
 
@@ -110,9 +119,15 @@ def run(opts: dict, overrides: dict, command: str | None = None) -> Path:
         sequential.run_sequential(bench("sequential", opts["dataset"], opts["scenario"], f"{n}x{k}"),
                                   unlearners, seeds, n, k, command)
     if suite in ("scaling", "all"):
-        sizes = _ints(opts["request_sizes"], "request_sizes")
+        sizes = _ints(key("request_sizes", "scaling"), "request_sizes")
         for dataset in (opts["datasets"] or opts["dataset"]).split(","):
             scaling.run_scaling(bench("scaling", dataset.strip(), "private"), unlearners, seeds, sizes, command)
+    if suite in ("shards", "all"):  # the tables of a private request of each size, shard baselines by default
+        rows = parse_unlearners(key("unlearners", "shards"))
+        for n in _ints(key("request_sizes", "shards"), "request_sizes"):
+            sized = Bench("tables", opts["dataset"], opts["model"], "private", {**overrides, "forget_users": str(n)},
+                          Path(opts["out"]), Path(opts["cache"]))
+            tables.run_tables(sized, rows, seeds, command)
     return document.write_report(Path(opts["out"]), Path(opts["report"]))
 
 

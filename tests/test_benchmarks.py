@@ -174,6 +174,11 @@ def test_tables_runner_writes_every_file_and_the_right_statistics(tmp_path):
         assert heading in text
     assert common.fmt({k: summary["rows"]["WarmStart"]["mia_auc"][k] for k in ("mean", "std")}) in text
     assert (tmp_path / "out" / "plots" / f"quality-{d.name}.png").stat().st_size > 1000
+    # paired differences: WarmStart − Retrain within each seed, then mean ± std over the seeds
+    gaps = [per_seed[s]["WarmStart"]["mia_auc"] - per_seed[s]["Retrain"]["mia_auc"] for s in (2020, 2021)]
+    paired = summary["paired"]["WarmStart"]["mia_auc"]
+    assert paired["mean"] == pytest.approx(np.mean(gaps)) and paired["std"] == pytest.approx(np.std(gaps, ddof=1))
+    assert "Paired differences to Retrain" in text and common.fmt(paired) in text
 
 
 def test_an_interrupted_run_resumes_without_redoing_finished_runs(tmp_path, monkeypatch):
@@ -339,3 +344,24 @@ def test_first_request_speedup_counts_a_reused_preparation():
     assert _prepare_time({"encoder_pretrain_time_s": 5.0}) == 5.0  # an encoder reused from the cache
     assert _prepare_time({"shards_reused": True, "pretrain_time_s": 0.1, "shards_build_time_s": 30.0}) == 30.0
     assert _prepare_time({"prepare_time_s": 0.0, "pretrain_time_s": 9.0}) == 0.0  # carried along a chain
+
+
+def test_shards_suite_runs_the_tables_at_every_request_size(tmp_path):
+    opts = _opts(tmp_path, unlearners="warmstart", seeds="1", request_sizes="1,3", suite="shards")
+    bench_run.run(opts, _overrides())
+    dirs = sorted((tmp_path / "out" / "tables").iterdir())
+    users = sorted(json.loads((d / "s2020-Original.json").read_text())["forget"]["users"] for d in dirs)
+    assert users == [1, 3]
+    assert all({p.name for p in d.glob("s2020-*.json")} >= {"s2020-Retrain.json", "s2020-WarmStart.json"} for d in dirs)
+
+
+def test_recsys22_experiments_stand_beside_the_papers_figures():
+    from benchmarks import paper
+
+    exp = {"dataset": "ml-1m", "overrides": {"config_files": "properties/protocol/recsys22.yaml"}}
+    assert paper.is_protocol(exp) and not paper.is_protocol({"overrides": {}})
+    stat = {"mean": 0.25, "std": 0.01, "n": 5}
+    summary = {"seeds": [1, 2, 3, 4, 5], "rows": {"AltEraser": {"repredict_score": stat}}}
+    text = "\n".join(paper.section(exp, summary))
+    assert "0.2500 ± 0.0100 / 0.1390" in text  # ours / Table 3's AltEraser [AH-Newton] on MovieLens-1m
+    assert "Table 5" in text and "How our protocol still differs" in text
