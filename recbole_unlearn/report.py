@@ -16,7 +16,7 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 
-from recbole_unlearn.data.remaining import select_rows
+from recbole_unlearn.data.remaining import pairs, select_rows
 from recbole_unlearn.evaluator import mean_rbo, repredict_score
 from recbole_unlearn.evaluator.mia import MembershipPairs, membership_attack_auc, request_membership_pairs
 
@@ -50,15 +50,14 @@ def make_eval_setup(config, remaining, valid_ds, test_loader, request) -> EvalSe
     history[:, 0] = True
     row_of = {int(u): r for r, u in enumerate(users)}
     for ds in (remaining, valid_ds):
-        u = ds.inter_feat[ds.uid_field].numpy()
-        i = ds.inter_feat[ds.iid_field].numpy()
+        u, i = (x.numpy() for x in pairs(ds))
         sel = np.isin(u, users.numpy())
         rows = torch.as_tensor([row_of[int(x)] for x in u[sel]], dtype=torch.long)
         history[rows, torch.as_tensor(i[sel], dtype=torch.long)] = True
-    pairs = (torch.as_tensor(request.users, dtype=torch.long), torch.as_tensor(request.items, dtype=torch.long))
+    forgotten = (torch.as_tensor(request.users, dtype=torch.long), torch.as_tensor(request.items, dtype=torch.long))
     mia = request_membership_pairs(request, remaining, [valid_ds, test_ds], seed=int(config["seed"]))
     groups = activity_groups(config, remaining, request, test_loader)
-    return EvalSetup(config, test_loader, test_forget, users, pairs, history, mia, groups)
+    return EvalSetup(config, test_loader, test_forget, users, forgotten, history, mia, groups)
 
 
 def activity_groups(config, remaining, request, test_loader) -> dict | None:

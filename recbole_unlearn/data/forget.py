@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recbole_unlearn.data.remaining import dataset_keys, pair_keys
+from recbole_unlearn.data.remaining import dataset_keys, pair_keys, pairs
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.options import shown as _shown
 
@@ -57,8 +57,7 @@ class ForgetRequest:
 
 def _user_histories(train) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(users, items, counts) of ``train``; counts is [user_num]."""
-    users = train.inter_feat[train.uid_field].numpy()
-    items = train.inter_feat[train.iid_field].numpy()
+    users, items = (x.numpy() for x in pairs(train))
     return users, items, np.bincount(users, minlength=train.user_num)
 
 

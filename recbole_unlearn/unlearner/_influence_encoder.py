@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.numerics import normalized_adjacency
 
@@ -98,8 +99,7 @@ def forget_adjacency(
 
 def node_degrees(dataset) -> np.ndarray:
     """Degrees of the bipartite graph of ``dataset``'s interactions, users first, [n_nodes]."""
-    users = dataset.inter_feat[dataset.uid_field].numpy()
-    items = dataset.inter_feat[dataset.iid_field].numpy()
+    users, items = (x.numpy() for x in pairs(dataset))
     return np.concatenate([np.bincount(users, minlength=dataset.user_num),
                            np.bincount(items, minlength=dataset.item_num)])
 
@@ -109,8 +109,7 @@ class PairSampler:
     """Random triples and per-user positives of one dataset's interactions (numpy RNG)."""
 
     def __init__(self, dataset, rng: np.random.Generator):
-        users = dataset.inter_feat[dataset.uid_field].numpy()
-        items = dataset.inter_feat[dataset.iid_field].numpy()
+        users, items = (x.numpy() for x in pairs(dataset))
         order = np.argsort(users, kind="stable")
         self.users, self.items = users[order], items[order]
         self.counts = np.bincount(self.users, minlength=dataset.user_num)

@@ -321,14 +321,10 @@ class ShardedUnlearner(Unlearner):
         if len(data.inter_feat) > 0:
             self.model = model
             self.learning_rate = self.config["learning_rate"]
-            self.epochs = self.config["epochs"]
-            self.eval_step = min(self.config["eval_step"], self.epochs)
             self.reset_optimizer()
-            self._best_state = None
-            loader = shard_train_loader(self.config, data)
-            self.fit(loader, valid, verbose=False, saved=True, show_progress=self.config["show_progress"])
-            if self._best_state is not None:
-                model.load_state_dict(self._best_state)
+            self.fit_on(data, valid, epochs=self.config["epochs"], verbose=False, loader=shard_train_loader(self.config, data))
+            for key in ("epochs", "converged"):  # one shard's, not the method's
+                self.info.pop(key, None)
         return model.eval()
 
     def _shard_valid(self, data, valid_ds):

@@ -78,15 +78,16 @@ class BestStateTrainer(Trainer):
         self._best_state: dict | None = None
         self.info: dict = {}
 
-    def fit_on(self, data, valid, epochs: int | None = None, verbose: bool = True) -> None:
+    def fit_on(self, data, valid, epochs: int | None = None, verbose: bool = True, loader=None) -> None:
         """Train ``self.model`` on ``data`` with RecBole's loop and early stopping on
-        ``valid``, then restore the best epoch (kept in memory, not on disk)."""
+        ``valid``, then restore the best epoch (kept in memory, not on disk).  ``loader``
+        replaces the model's own training loader over ``data``."""
         self.model.set_train_data(data)
         if epochs is not None:
             self.epochs = int(epochs)
             self.eval_step = min(self.config["eval_step"], self.epochs)
         self._best_state = None
-        loader = train_loader(self.config, data)
+        loader = train_loader(self.config, data) if loader is None else loader
         self.fit(loader, valid, verbose=verbose, saved=True, show_progress=self.config["show_progress"])
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)

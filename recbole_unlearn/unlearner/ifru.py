@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from recbole_unlearn.data.remaining import dataset_keys
+from recbole_unlearn.data.remaining import dataset_keys, pairs
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.model.protocol import require
 from recbole_unlearn.numerics import autograd_gradient_and_hvp, conjugate_gradient
@@ -82,8 +82,7 @@ class IFRUParams(Params):
 
 
 def _ids(dataset) -> tuple[np.ndarray, np.ndarray]:
-    inter = dataset.inter_feat
-    return inter[dataset.uid_field].numpy(), inter[dataset.iid_field].numpy()
+    return tuple(x.numpy() for x in pairs(dataset))
 
 
 def _csr(graph):

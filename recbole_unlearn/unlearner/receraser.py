@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 from recbole.utils import init_seed
 
+from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._shards import ShardedUnlearner, ShardEnsemble, ShardParams, score_embeddings
@@ -196,8 +197,7 @@ class RecEraser(ShardedUnlearner):
         with torch.no_grad():
             users_e, items_e = (x.detach().cpu().double().numpy() for x in score_embeddings(task.original))
         train = task.train
-        users = train.inter_feat[train.uid_field].numpy()
-        items = train.inter_feat[train.iid_field].numpy()
+        users, items = (x.numpy() for x in pairs(train))
         rng = np.random.default_rng(self.config["seed"])
         args = (self.params.n_shards, self.params.max_shard_ratio, self.params.partition_iters, rng)
         if self.params.partition == "user":
