@@ -258,8 +258,6 @@ class ShardedUnlearner(Unlearner):
             self.info.update(shards_reused=True, n_shards=self.model.n_shards, prepare_time_s=0.0)
             return False
         score_embeddings(task.original)  # unsupported models fail before any training
-        if self.params.n_shards < 1:
-            raise UnlearnInputError(f"n_shards must be at least 1, not {self.params.n_shards}")
         self.base_class = type(task.original)
         path, meta = self._checkpoint(task)
         loaded = self._load(path, meta, task.train) if self.params.shard_reuse else None

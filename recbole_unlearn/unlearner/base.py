@@ -12,9 +12,11 @@ from typing import Any, ClassVar
 import torch
 from recbole.trainer import Trainer
 
+from recbole_unlearn.config import plugin_specs
 from recbole_unlearn.data.forget import ForgetRequest
 from recbole_unlearn.data.remaining import remaining_dataset, train_loader
 from recbole_unlearn.errors import UnlearnInputError
+from recbole_unlearn.options import convert
 
 
 @dataclass
@@ -53,7 +55,8 @@ class Params:
     """Base for typed unlearner parameters.
 
     Each field is read once from the config key of the same name (the unlearner's YAML file
-    documents it); numbers given on the command line are cast to the field default's type.
+    documents it); numbers given on the command line are cast to the field default's type, and
+    :meth:`checked` validates every documented field when the unlearner is built.
     """
 
     @classmethod
@@ -67,6 +70,16 @@ class Params:
                 value = type(f.default)(value)
             values[f.name] = value
         return cls(**values)
+
+    def checked(self, specs: dict) -> "Params":
+        """These parameters, each documented one converted and checked against its spec (type,
+        choices, bounds: the ``# (type ...)`` comment of its YAML line), once, here."""
+        changes = {}
+        for f in dataclasses.fields(self):
+            spec = specs.get(f.name)
+            if spec is not None:
+                changes[f.name] = convert(spec, getattr(self, f.name))
+        return dataclasses.replace(self, **changes)
 
 
 class BestStateTrainer(Trainer):
@@ -120,7 +133,7 @@ class Unlearner(BestStateTrainer):
 
     def __init__(self, config, model: torch.nn.Module):
         super().__init__(config, model)
-        self.params = self.params_class.from_config(config)
+        self.params = self.params_class.from_config(config).checked(plugin_specs())
 
     # ---- the loop -------------------------------------------------------------------------
     def unlearn(self, task: UnlearnTask) -> UnlearnOutcome:

@@ -187,8 +187,6 @@ class IFRU(Unlearner):
 
     def erase(self, task, remaining) -> None:
         prm, model = self.params, require(self.model, "IFRU")
-        if not 0 <= prm.ifru_prune_quantile < 1 or prm.ifru_k_hop < 0:
-            raise UnlearnInputError("IFRU needs 0 <= ifru_prune_quantile < 1 and ifru_k_hop >= 0")
         given = (prm.ifru_damping, prm.ifru_cg_tol)
         defaults = (model.influence_damping, model.influence_cg_tol)
         damping, tol = (float(d if v is None else v) for v, d in zip(given, defaults))

@@ -206,10 +206,8 @@ class RecEraser(ShardedUnlearner):
             user_shard = np.full(train.user_num, -1, dtype=np.int64)
             user_shard[active] = assign
             shard_of = user_shard[users]
-        elif self.params.partition == "interaction":
+        else:  # interaction (the choices are checked when the unlearner is built)
             shard_of, rounds = balanced_partition([users_e[users], items_e[items]], *args)
-        else:
-            raise UnlearnInputError(f"partition must be user or interaction, not {self.params.partition!r}")
         self.info["partition_rounds"] = rounds
         return shard_of
 

@@ -108,15 +108,8 @@ class UnlearnRec(Unlearner):
         """Â_d of the edges (users, items), [n_nodes]² sparse."""
         return forget_adjacency(users, items, self._n_users, self._n_items, self._degrees).to(self.device)
 
-    #: the keys that take one of a few words, and those words
-    CHOICES = {"idm_norm": ("request", "graph"), "pretrain_requests": ("edges", "users"),
-               "unlearn_partner": ("negative", "positive")}
-
     def pretrain(self, task: UnlearnTask) -> bool:
         p, original = self.params, require(task.original, "UnlearnRec")
-        for key, allowed in self.CHOICES.items():
-            if getattr(p, key) not in allowed:
-                raise UnlearnInputError(f"{key} must be one of {', '.join(allowed)}, not {getattr(p, key)!r}")
         self._n_users, self._n_items = original.n_users, original.n_items
         degrees = node_degrees(task.train)
         self._degrees = degrees if p.idm_norm == "graph" else None
