@@ -19,7 +19,6 @@ import json
 import math
 import os
 import platform
-import re
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 from recbole_unlearn.checkpoint import load_checkpoint, save_checkpoint, write_json
@@ -36,7 +34,7 @@ from recbole_unlearn.config import Config, config_with
 from recbole_unlearn.data import build_loaders, remaining_dataset
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.quick_start import Experiment, checkpoint_meta, prepare
-from recbole_unlearn.unlearner import get_unlearner
+from recbole_unlearn.registry import parse_rows
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: the per-run result files of an experiment folder (not experiment.json / summary.json)
@@ -146,33 +144,8 @@ def _text(value) -> str:
 
 
 def parse_unlearners(text: str) -> list[Variant]:
-    """``"retrain,alteraser[alt_optimizer=adamw],ifru[ifru_pruning=false;ifru_k_hop=2]"`` as
-    Variants; values are read as YAML scalars.  Unknown unlearners or keys fail here, before
-    any work, naming what is allowed."""
-    parts, depth, current = [], 0, ""
-    for ch in str(text):
-        depth += (ch == "[") - (ch == "]")
-        if ch == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    parts.append(current)
-    variants = []
-    for part in (p.strip() for p in parts if p.strip()):
-        match = re.fullmatch(r"([A-Za-z_][\w]*)(?:\[(.*)\])?", part)
-        if not match:
-            raise UnlearnInputError(f"cannot read unlearner {part!r}; write name or name[key=value;key=value]")
-        cls = get_unlearner(match.group(1))
-        allowed = {f.name for f in dataclasses.fields(cls.params_class)}
-        keys = []
-        for item in filter(None, (x.strip() for x in (match.group(2) or "").split(";"))):
-            key, sep, value = item.partition("=")
-            if not sep or key.strip() not in allowed:
-                raise UnlearnInputError(f"{cls.__name__} has no key {key.strip()!r}; its keys: {', '.join(sorted(allowed))}")
-            keys.append((key.strip(), yaml.safe_load(value.strip())))
-        variants.append(Variant(cls, tuple(keys)))
-    return variants
+    """The rows of ``--unlearners`` as Variants (grammar: :func:`recbole_unlearn.registry.parse_rows`)."""
+    return [Variant(cls, keys) for cls, keys in parse_rows(text)]
 
 
 def file_name(row: str) -> str:

@@ -7,7 +7,10 @@ Importing :mod:`recbole_unlearn.unlearner` registers the shipped methods.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import TypeVar
+
+import yaml
 
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.options import shown
@@ -48,3 +51,33 @@ def get_unlearner(name: str) -> type:
         raise UnlearnInputError(
             f"unknown unlearner {shown(name, 80)}; registered unlearners: {', '.join(unlearner_names())}"
         ) from None
+
+
+def parse_rows(text: str) -> list[tuple[type, tuple[tuple[str, object], ...]]]:
+    """``"retrain,alteraser[alt_optimizer=adamw],ifru[ifru_pruning=false;ifru_k_hop=2]"`` as
+    (class, ((key, value), ...)) rows, values read as YAML scalars.  Unknown unlearners or keys
+    fail here, before any work, naming what is allowed."""
+    parts, depth, current = [], 0, ""
+    for ch in str(text):
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    rows = []
+    for part in (p.strip() for p in parts if p.strip()):
+        match = re.fullmatch(r"([A-Za-z_][\w]*)(?:\[(.*)\])?", part)
+        if not match:
+            raise UnlearnInputError(f"cannot read unlearner {shown(part, 80)}; write name or name[key=value;key=value]")
+        cls = get_unlearner(match.group(1))
+        allowed = {f.name for f in dataclasses.fields(cls.params_class)}
+        keys = []
+        for item in filter(None, (x.strip() for x in (match.group(2) or "").split(";"))):
+            key, sep, value = item.partition("=")
+            if not sep or key.strip() not in allowed:
+                raise UnlearnInputError(f"{cls.__name__} has no key {shown(key.strip(), 80)}; its keys: {', '.join(sorted(allowed))}")
+            keys.append((key.strip(), yaml.safe_load(value.strip())))
+        rows.append((cls, tuple(keys)))
+    return rows
