@@ -13,9 +13,10 @@ Chen, Sun, Zhang, Ma, Zhang, Liu, Ma, "Recommendation Unlearning", WWW 2022.
    (user or item) is moved to a common space by e'_k = e_k W_k + b_k, weighted by
    α_k = softmax_k(hᵀ ReLU(A e'_k + a)) (one attention net for users, one for items) and
    summed; the aggregated embeddings are trained with the base model's own loss on score
-   embeddings (its ``score_loss``: ENMF's non-sampling loss with dropout, BPR for LightGCN).  W_k starts at the identity (the
-   released code starts it near zero); the softmax runs over the shards holding data for the
-   row, since a sub-model's row of a user or item it never saw is initialisation noise.
+   embeddings (its ``score_loss``: ENMF's non-sampling loss with dropout, BPR for LightGCN).
+   W_k starts at the identity (the released code starts it near zero); the softmax runs over
+   the shards holding data for the row, since a sub-model's row of a user or item it never saw
+   is initialisation noise.
 
 Unlearning retrains the touched shards from scratch and retrains the aggregation from a fresh
 initialisation on D_r, so no parameter was fitted on a forgotten pair.  The partition itself is
