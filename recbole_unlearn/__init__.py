@@ -10,14 +10,14 @@ gains ``RBO`` when a plugin ``Config`` is built, not on import.
 from recbole_unlearn import _compat  # noqa: F401  (shims first)
 
 __version__ = "0.1.0"
-__all__ = ["run_unlearn", "register_unlearner", "get_unlearner", "unlearner_names", "__version__"]
+__all__ = ["run_unlearn", "UnlearnSession", "register_unlearner", "get_unlearner", "unlearner_names", "__version__"]
 
 
 def __getattr__(name: str):
-    if name == "run_unlearn":
-        from recbole_unlearn.quick_start import run_unlearn
+    if name in ("run_unlearn", "UnlearnSession"):
+        from recbole_unlearn import session
 
-        return run_unlearn
+        return getattr(session, name)
     if name in ("register_unlearner", "get_unlearner", "unlearner_names"):
         from recbole_unlearn import unlearner
 

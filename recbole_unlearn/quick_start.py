@@ -1,19 +1,17 @@
-"""``run_unlearn``: the whole pipeline of one run, callable from Python.
+"""The experiment of one request: what every row starts from, the rows, their evaluation.
 
 Config (every key checked) → dataset → split (built once) → the checkpoint's ledger removed
-from the training split → request → original model Θ_a (trained, or loaded from ``checkpoint``
-and checked against the data) → D_r → the unlearner's Θ_u (timed) → with ``compare: retrain``
-also Retrain and Retrain* → every row evaluated on the same loaders → the staged outputs (Θ_u
-with its ledger and method state, results.json, the picture) published together → one audit
-record.
+from the training split (:func:`open_chain`) → request → original model Θ_a (the chain's model,
+or loaded from ``checkpoint`` and checked against the data, or trained) → D_r
+(:func:`experiment_for`) → the unlearner's Θ_u (timed, :func:`run_unlearner`) → with
+``compare: retrain`` also Retrain and Retrain* (:func:`comparison_plan`) → every row evaluated
+on the same loaders (:func:`evaluate_rows`).  Publishing the outputs and chaining requests is
+:mod:`recbole_unlearn.session`.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
@@ -23,18 +21,15 @@ import torch
 from recbole.data import create_dataset
 from recbole.utils import init_seed
 
-from recbole_unlearn.checkpoint import Checkpoint, file_sha256, read_checkpoint, remap_rows, save_checkpoint
+from recbole_unlearn.checkpoint import Checkpoint, read_checkpoint, remap_rows
 from recbole_unlearn.config import Config, config_with
-from recbole_unlearn.console import setup_logging, stage
+from recbole_unlearn.console import stage
 from recbole_unlearn.data import ForgetRequest, build_loaders, build_request, inject_pairs, remaining_dataset
-from recbole_unlearn.data.ledger import Ledger, data_fingerprint, new_request_id, token_codes, tokens_of
+from recbole_unlearn.data.ledger import Ledger, data_fingerprint, token_codes, tokens_of
 from recbole_unlearn.data.remaining import dataset_keys, select_rows
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.options import shown
-from recbole_unlearn import plot
-from recbole_unlearn.outputs import RunOutputs, append_audit
-from recbole_unlearn.plot import pair_probabilities
-from recbole_unlearn.report import evaluate_row, forget_user_topk, format_table, make_eval_setup
+from recbole_unlearn.report import evaluate_row, forget_user_topk, make_eval_setup
 from recbole_unlearn.unlearner import get_unlearner
 from recbole_unlearn.unlearner.base import BestStateTrainer, UnlearnOutcome, UnlearnTask
 from recbole_unlearn.unlearner.retrain import Retrain
@@ -201,10 +196,28 @@ def read_input_checkpoint(config) -> Checkpoint | None:
     return ckpt
 
 
-def prepare(config: Config, saved: bool = True, checkpoint: Checkpoint | None = None) -> Experiment:
-    """Dataset, split (built once), the checkpoint's ledger applied, request, Θ_a (trained or
-    loaded) and the D_r loaders.  Writes nothing (``saved`` is kept for callers);
-    ``checkpoint`` is the already read ``config['checkpoint']``."""
+@dataclass
+class Chain:
+    """What a chain of requests carries from one request to the next: the dataset and its split
+    (the training share less every request so far), the ledger, the model the next request
+    starts from (None until the first request loads or trains it) and the method's state."""
+
+    config: Config
+    full: object  # the whole RecBole Dataset (ids, token maps)
+    train: object  # the training split less the ledger's requests
+    valid: object
+    test: object
+    ledger: Ledger
+    checkpoint: Checkpoint | None  # the checkpoint the next request starts from (None: train one)
+    source_rows: int
+    original: torch.nn.Module | None = None
+    original_row: dict = field(default_factory=dict)
+    method_state: tuple[str, dict] | None = None
+
+
+def open_chain(config: Config, checkpoint: Checkpoint | None = None) -> Chain:
+    """Dataset, split (built once) and the checkpoint's ledger removed from the training split;
+    ``checkpoint`` is the already read ``config['checkpoint']`` (None: read it here)."""
     init_seed(config["seed"], config["reproducibility"])
     full = dataset_or_error(config)
     train_a, valid_ds, test_ds = full.build()
@@ -216,31 +229,51 @@ def prepare(config: Config, saved: bool = True, checkpoint: Checkpoint | None = 
         drop = ledger.forgotten_rows(train_a)
         train_a = select_rows(train_a, ~drop)
         stage("ledger: %d earlier requests honoured, %d training interactions removed", len(ledger.entries), int(drop.sum()))
-    request = build_request(config, train_a, dataset_keys(full))
+    return Chain(config, full, train_a, valid_ds, test_ds, ledger, ckpt, len(full.inter_feat))
+
+
+def experiment_for(chain: Chain, config: Config | None = None) -> Experiment:
+    """The request of ``config`` on the chain's current training data, with the model it starts
+    from: the chain's model in memory, else the checkpoint (checked against the data), else Θ_a
+    trained here (after the noise scenario's pairs are injected)."""
+    config = chain.config if config is None else config
+    train_a = chain.train
+    request = build_request(config, train_a, dataset_keys(chain.full))
     if request.inject:
+        if chain.original is not None:
+            raise UnlearnInputError("the noise scenario injects its pairs before the original is trained; "
+                                    "it cannot be a later request of a chain")
         train_a = inject_pairs(train_a, request.users, request.items)
     summary = request.summary()
     stage("request: %s, %d users, %d interactions", summary["mode"], summary["users"], summary["interactions"])
-    source_rows = len(full.inter_feat)
-    if ckpt is not None:
-        check_fingerprint(config, ckpt, train_a, ledger, source_rows)
+    ckpt, method_state = chain.checkpoint, chain.method_state
+    if chain.original is not None:
+        original, row = chain.original, dict(chain.original_row)
+    elif ckpt is not None:
+        check_fingerprint(config, ckpt, train_a, chain.ledger, chain.source_rows)
         original = load_original(config, train_a, ckpt)
         method_state = carried_state(config, ckpt)
         row = {"train_time_s": None, "checkpoint": str(config["checkpoint"])}
         stage("original: loaded from %s", config["checkpoint"])
     else:
-        _, valid_a, _ = build_loaders(config, train_a, valid_ds, test_ds)
+        _, valid_a, _ = build_loaders(config, train_a, chain.valid, chain.test)
         stage("original: training %s on %d interactions ...", config["model"], len(train_a.inter_feat))
         original, train_time, info = train_original(config, train_a, valid_a)
-        row, method_state = {"train_time_s": train_time, "epochs": info["epochs"],
-                             "original_converged": info["converged"], "init_seed": int(config["seed"]),
-                             "train_seed": int(config["seed"])}, None
+        row = {"train_time_s": train_time, "epochs": info["epochs"], "original_converged": info["converged"],
+               "init_seed": int(config["seed"]), "train_seed": int(config["seed"])}
         stage("original: trained in %.1f s, %d epochs%s", train_time, info["epochs"],
               "" if info["converged"] is not False else " (stopped at the epoch cap, still improving)")
     remaining = remaining_dataset(train_a, request)
-    _, valid_r, test_r = build_loaders(config, remaining, valid_ds, test_ds)
-    return Experiment(config, train_a, valid_ds, test_ds, request, original, row, remaining, valid_r, test_r,
-                      ledger, ckpt, source_rows, method_state)
+    _, valid_r, test_r = build_loaders(config, remaining, chain.valid, chain.test)
+    return Experiment(config, train_a, chain.valid, chain.test, request, original, row, remaining, valid_r, test_r,
+                      chain.ledger, ckpt, chain.source_rows, method_state)
+
+
+def prepare(config: Config, saved: bool = True, checkpoint: Checkpoint | None = None) -> Experiment:
+    """Dataset, split (built once), the checkpoint's ledger applied, request, Θ_a (trained or
+    loaded) and the D_r loaders.  Writes nothing (``saved`` is kept for callers);
+    ``checkpoint`` is the already read ``config['checkpoint']``."""
+    return experiment_for(open_chain(config, checkpoint), config)
 
 
 def run_unlearner(exp: Experiment, cls: type, config: Config | None = None) -> UnlearnOutcome:
@@ -286,156 +319,3 @@ def evaluate_rows(exp: Experiment, models: dict, rows: dict):
             # a first request also pays the method's preparation
             row["first_request_speedup"] = retrain_time / (row["time_s"] + (row.get("prepare_time_s") or 0.0))
     return setup
-
-
-def run_unlearn(model=None, dataset=None, config_file_list=None, config_dict=None, saved: bool = True) -> dict:
-    """Run one unlearning request; returns the results dict.
-
-    With ``saved`` the run's outputs (the original it trained, the unlearned checkpoint with
-    its ledger, results.json) are staged and published together at the end, and one record is
-    appended to the audit trail; a failed run publishes nothing.
-
-    Args:
-        model: a plugin model's name (e.g. ``ENMF``) or None to take it from the config.
-        dataset: dataset name or None.
-        config_file_list: the user's YAML files (override the plugin's properties).
-        config_dict: keys overriding the files.
-        saved: write the outputs.
-    """
-    config = Config(model, dataset, config_file_list, config_dict)
-    unlearner_cls = get_unlearner(config["unlearner"])
-    plan = comparison_plan(config, unlearner_cls)
-    for _, cls, cfg in plan:
-        cls.params_class.from_config(cfg)  # bad keys fail before any training
-    unlearner_name = unlearner_cls.__name__
-    inputs = [config["checkpoint"], config["forget_file"], *(config_file_list or [])]
-    outputs = RunOutputs(config, unlearner_name, inputs) if saved else None
-    dataset_files_or_error(config)
-    checkpoint = read_input_checkpoint(config)
-    setup_logging(config)
-    logger.info(config)
-    try:
-        exp = prepare(config, checkpoint=checkpoint)
-        run = _run_rows(exp, plan, unlearner_cls)
-        if saved:
-            _publish(exp, run, outputs, unlearner_name)
-    except BaseException:
-        if outputs is not None:
-            outputs.abort()
-        raise
-    return run.results
-
-
-@dataclass
-class RunRows:
-    """What the rows of one run produced: ``results`` (JSON-able), each row's model and carried
-    method state, and the (forgotten, never-seen) probabilities the picture draws."""
-
-    results: dict
-    models: dict
-    states: dict
-    scores: dict
-
-
-def _run_rows(exp: Experiment, plan, unlearner_cls) -> RunRows:
-    config = exp.config
-    rows: dict[str, dict] = {"Original": exp.original_row}
-    models: dict[str, torch.nn.Module] = {"Original": exp.original}
-    states: dict[str, dict | None] = {}
-    for name, cls, cfg in plan:
-        stage("unlearning: %s ...", name)
-        outcome = run_unlearner(exp, cls, cfg)
-        models[name], states[name] = outcome.model, outcome.state
-        rows[name] = {"time_s": outcome.time_s, **outcome.info}
-        stage("unlearning: %s done in %.2f s", name, outcome.time_s)
-    stage("evaluation: %d rows on the test split ...", len(models))
-    setup = evaluate_rows(exp, models, rows)
-    results = {
-        "dataset": config["dataset"],
-        "model": config["model"],
-        "unlearner": unlearner_cls.__name__,
-        "seed": config["seed"],
-        "forget": exp.request.summary(),
-        "rows": rows,
-    }
-    if exp.original_row.get("original_converged") is False:
-        results["original_converged"] = False
-        logger.warning("the original stopped at the epoch cap (%d epochs) while its validation metric was still "
-                       "improving: train it longer (--epochs) before trusting this comparison", config["epochs"])
-    stage("results (k=20; F- = forgetting users):\n" + format_table(results))
-    return RunRows(results, models, states, _picture_scores(exp, setup, models, unlearner_cls.__name__))
-
-
-def _picture_scores(exp: Experiment, setup, models: dict, unlearner: str) -> dict:
-    """(forgotten, never-seen) probabilities of the rows the picture shows."""
-    pairs = setup.mia_pairs
-    if pairs is None or len(pairs) == 0:
-        return {}
-    return {name: (pair_probabilities(models[name], exp.request.users, exp.request.items),
-                   pair_probabilities(models[name], pairs.nonmember_users, pairs.nonmember_items))
-            for name in ("Original", unlearner, "Retrain") if name in models}
-
-
-def _publish(exp: Experiment, run: RunRows, outputs: RunOutputs, unlearner: str) -> None:
-    """Stage the checkpoints, publish everything, append the audit record."""
-    config = exp.config
-    results, models, states, scores = run.results, run.models, run.states, run.scores
-    request_id = str(config["request_id"] or new_request_id())
-    stem = f"{config['dataset']}-{config['model']}"
-    common = {"source_rows": exp.source_rows}
-    if exp.checkpoint is None and config["save_original"]:
-        name = f"{stem}-original.pth"
-        save_checkpoint(outputs.path(name), models["Original"].state_dict(),
-                        checkpoint_meta(config, exp.train, role="original", ledger=exp.ledger.to_meta(), **common),
-                        current_codes(exp.train, {"ledger": exp.ledger.to_meta()}))
-        results["rows"]["Original"]["checkpoint"] = str(outputs.final(name))
-    ledger = Ledger(exp.ledger.salt, list(exp.ledger.entries))
-    if len(exp.request) > 0 and not exp.request.inject:
-        ledger.record(exp.train, exp.request, request_id)
-    model = models[unlearner]
-    extra = {"ensemble": unlearner} if getattr(model, "is_ensemble", False) else {}
-    name = f"{stem}-{unlearner}.pth"
-    if states.get(unlearner):  # the method state travels beside the checkpoint it belongs to
-        extra.update(state_file=f"{stem}-{unlearner}.state.pth", state_id=new_request_id())
-        save_checkpoint(outputs.path(extra["state_file"]), states[unlearner],
-                        {"role": "method_state", "unlearner": unlearner, "state_id": extra["state_id"]})
-    meta = checkpoint_meta(config, exp.remaining, role="unlearned", unlearner=unlearner, request_id=request_id,
-                 ledger=ledger.to_meta(), parent_sha256=exp.checkpoint.sha256 if exp.checkpoint else None,
-                 **common, **extra)
-    save_checkpoint(outputs.path(name), model.state_dict(), meta, current_codes(exp.remaining, meta))
-    results["checkpoint"] = str(outputs.final(name))
-    results["request_id"] = request_id
-    results["ledger_requests"] = len(ledger.entries)
-    rows = results["rows"]
-    forget_file = config["forget"] == "file" and config["forget_file"]
-    record = {  # built from the staged files, appended once they are published
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "request_id": request_id,
-        "request_file_sha256": file_sha256(forget_file) if forget_file else None,
-        "request": exp.request.summary(),
-        "unlearner": unlearner,
-        "params": _params_of(config, unlearner),
-        "input_checkpoint": ({"path": str(Path(config["checkpoint"]).resolve()), "sha256": exp.checkpoint.sha256}
-                             if exp.checkpoint else None),
-        "output_checkpoint": {"path": str(outputs.final(name).resolve()), "sha256": file_sha256(outputs.path(name))},
-        "fingerprint": meta["fingerprint"],
-        "evidence": {
-            "repredict_original": rows["Original"].get("repredict_score"),
-            "repredict_unlearned": rows[unlearner].get("repredict_score"),
-            "mia_auc_original": rows["Original"].get("mia_auc"),
-            "mia_auc_unlearned": rows[unlearner].get("mia_auc"),
-        },
-    }
-    summary = exp.request.summary()
-    title = (f"{config['dataset']} · {config['model']} · {unlearner} · request {summary['mode']}: "
-             f"{summary['users']} users, {summary['interactions']} interactions")
-    picture = (lambda path: plot.draw(path, scores, rows, title)) if scores else None
-    if picture is None or not outputs.publish(results, picture):
-        stage("picture: skipped (%s)", "matplotlib is not installed" if scores else "no forgotten pairs")
-    append_audit(outputs.audit, record)
-    stage("outputs: %s (results: %s); audit record appended to %s", outputs.run_dir, outputs.results, outputs.audit)
-
-
-def _params_of(config, unlearner: str) -> dict:
-    params = get_unlearner(unlearner).params_class.from_config(config)
-    return json.loads(json.dumps(dataclasses.asdict(params), default=str))

@@ -14,7 +14,8 @@ from recbole.trainer import Trainer
 from conftest import make_config, tiny_config_dict, tiny_experiment
 from recbole_unlearn.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from recbole_unlearn.errors import UnlearnInputError
-from recbole_unlearn.quick_start import checkpoint_meta, prepare, run_unlearn
+from recbole_unlearn.quick_start import checkpoint_meta, prepare
+from recbole_unlearn.session import run_unlearn
 
 
 def digest(path) -> str:

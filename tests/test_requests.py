@@ -198,7 +198,7 @@ def test_audit_trail_verifies_and_names_the_first_tampered_record(tmp_path, caps
 
 # ---- nothing lost ----------------------------------------------------------------------------
 def test_a_failing_run_publishes_nothing(tmp_path, monkeypatch):
-    import recbole_unlearn.quick_start as qs
+    import recbole_unlearn.session as qs
 
     def boom(*a, **k):
         raise RuntimeError("evaluation failed")
