@@ -77,22 +77,22 @@ class BlockSums:
     square: torch.Tensor
     linear: torch.Tensor
 
-    def update_rows(self, rows: torch.Tensor, remove: "BlockSums", add: "BlockSums") -> None:
-        """In place: the sums of ``rows`` [n] lose ``remove``'s and gain ``add``'s (both for the
-        same ``rows``)."""
-        for mine, r, a in zip((self.outer, self.square, self.linear), (remove.outer, remove.square, remove.linear),
-                              (add.outer, add.square, add.linear)):
-            mine[rows] = mine[rows].sub_(r).add_(a)
+    def add_rows(self, rows: torch.Tensor, delta: "BlockSums") -> None:
+        """In place: the sums of ``rows`` [n] (distinct) gain ``delta``'s (sums for the same rows)."""
+        for mine, change in zip((self.outer, self.square, self.linear), (delta.outer, delta.square, delta.linear)):
+            mine.index_add_(0, rows, change)
 
     def select(self, rows: torch.Tensor) -> "BlockSums":
         """The sums of ``rows`` [n] (copies)."""
         return BlockSums(self.outer[rows], self.square[rows], self.linear[rows])
 
 
-def block_sums(rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, vectors: torch.Tensor) -> BlockSums:
-    """Σ over pairs (rows[k], cols[k]) with rows[k] == targets[j] of f(vectors[cols[k]]), per j.
+def block_sums(rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, vectors: torch.Tensor,
+               weights: torch.Tensor | None = None) -> BlockSums:
+    """Σ over pairs (rows[k], cols[k]) with rows[k] == targets[j] of w_k f(vectors[cols[k]]), per j.
 
-    rows/cols: [m] pair indices; targets: [n] distinct row ids; vectors: [n_cols, d].
+    rows/cols: [m] pair indices; targets: [n] distinct row ids; vectors: [n_cols, d]; weights:
+    [m] (None: all 1; ±1 gives a change of the sums in one pass).
     Returns sums of v vᵀ, v ⊙ v and v for each target row (zeros for rows without pairs).
     """
     n, d = len(targets), vectors.shape[1]
@@ -102,12 +102,13 @@ def block_sums(rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, ve
     pos = position[rows] if len(rows) else rows
     keep = pos >= 0
     pos, cols = pos[keep], cols[keep]
+    values = torch.ones(len(pos), dtype=vectors.dtype) if weights is None else weights[keep].to(vectors.dtype)
     used, cols = torch.unique(cols, return_inverse=True)  # featurise only the vectors the pairs use
     v = vectors[used]
     feats = torch.cat([(v.unsqueeze(2) * v.unsqueeze(1)).reshape(len(v), d * d), v * v, v], dim=1)
     order = torch.argsort(pos)
     incidence = torch.sparse_csr_tensor(
-        torch.searchsorted(pos[order], torch.arange(n + 1)), cols[order], torch.ones(len(pos)), (n, len(v)),
+        torch.searchsorted(pos[order], torch.arange(n + 1)), cols[order], values[order], (n, len(v)),
         check_invariants=False,
     )
     out = torch.sparse.mm(incidence, feats)  # [n, d² + 2d]

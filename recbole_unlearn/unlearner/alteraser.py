@@ -153,13 +153,17 @@ class AltEraser(Unlearner):
         D_r; then the request's items are re-solved."""
         blocks = losses.blocks
         users_a, items_a = pairs(task.train)
-        old_rows = torch.isin(users_a, f_users)
-        new_rows = torch.isin(blocks.users, f_users)
+        n_users = self.model.n_users
+        forgetting = torch.zeros(n_users, dtype=torch.bool)
+        forgetting[f_users] = True
+        old_rows, new_rows = forgetting[users_a], forgetting[blocks.users]
         rows = torch.unique(items_a[old_rows])
-        z_old = task.original.exact_blocks(users_a, items_a).z()
-        old = block_sums(items_a[old_rows], users_a[old_rows], rows, z_old)
-        new = block_sums(blocks.items[new_rows], blocks.users[new_rows], rows, blocks.z())
-        self._item_cache.update_rows(rows, old, new)
+        # one pass over both: +their new contributions (z of Θ_u), −their old ones (z of Θ_a)
+        z = torch.cat([blocks.z(), task.original.exact_blocks(users_a, items_a).z()])
+        delta = block_sums(torch.cat([blocks.items[new_rows], items_a[old_rows]]),
+                           torch.cat([blocks.users[new_rows], users_a[old_rows] + n_users]), rows, z,
+                           torch.cat([torch.ones(int(new_rows.sum())), -torch.ones(int(old_rows.sum()))]))
+        self._item_cache.add_rows(rows, delta)
         losses.table("item").data[f_items] = blocks.solve_items(f_items, self._item_cache.select(f_items))
         losses.changed()
 

@@ -49,7 +49,6 @@ import numpy as np
 import torch
 
 from recbole_unlearn.data.remaining import dataset_keys, pairs
-from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.model.protocol import require
 from recbole_unlearn.numerics import autograd_gradient_and_hvp, conjugate_gradient
 from recbole_unlearn.registry import register_unlearner

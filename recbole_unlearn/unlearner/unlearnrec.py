@@ -36,7 +36,6 @@ from recbole.utils import init_seed
 from recbole_unlearn.checkpoint import load_checkpoint, save_checkpoint
 from recbole_unlearn.data.remaining import select_rows, train_loader
 from recbole_unlearn.data.ledger import data_fingerprint
-from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.model.protocol import require
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._influence_encoder import (
