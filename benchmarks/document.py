@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from benchmarks import paper, plots, scaling, sequential, tables
+from benchmarks import latency, paper, plots, scaling, sequential, tables
 from benchmarks.common import NON_RESULT_KEYS, machine, now, read_json, run_records
 from benchmarks.scaling import SCALING_DATASETS
 from recbole_unlearn.checkpoint import atomic_write, write_json
@@ -102,6 +102,16 @@ def _sequential_section(result_dir: Path, report: Path, plot_dir: Path) -> list[
     return lines + [_image(png, report, "sequential requests"), ""]
 
 
+def _latency_section(result_dir: Path) -> list[str]:
+    exp = read_json(result_dir / "experiment.json")
+    summary = latency.summarize(result_dir)
+    lines = [f"## Latency: {exp['dataset']} · {exp['model']} · {exp['requests']} single-user requests in one session", "",
+             "Each request's wall time covers everything `session.forget` does (request, D_r, loaders, the method, "
+             "its state update, the ledger); the first also loads Θ_a and pays the method's preparation.  Quality "
+             "after the last request: the session's model and a Retrain on the final remaining data, same loaders.", ""]
+    return lines + _run_info(result_dir, exp) + [latency.markdown_tables(summary), ""]
+
+
 def _scaling_section(dirs: list[Path], model: str, report: Path, plot_dir: Path) -> list[str]:
     summaries = []
     lines = [f"## Scaling: {model}", ""]
@@ -133,6 +143,8 @@ def write_report(out: Path, report: Path) -> Path:
         benchmarked.update(tables.summarize(exp_file.parent)["rows"])
     for exp_file in sorted((out / "sequential").glob("*/experiment.json")):
         body += _sequential_section(exp_file.parent, report, plot_dir)
+    for exp_file in sorted((out / "latency").glob("*/experiment.json")):
+        body += _latency_section(exp_file.parent)
     by_model: dict[str, list[Path]] = {}
     for exp_file in sorted((out / "scaling").glob("*/experiment.json")):
         by_model.setdefault(read_json(exp_file)["model"], []).append(exp_file.parent)

@@ -7,10 +7,11 @@ usage:
   python benchmarks/run.py --suite=scaling --datasets=ml-100k,ml-1m,gowalla-lightgcn \\
       --request_sizes=1,2,4,8,16,32,64,128,256,512 ...
   python benchmarks/run.py --suite=shards --request_sizes=1,8,64 --seeds=1   # the tables per request size
+  python benchmarks/run.py --suite=latency --requests=1000 --unlearners=alteraser --seeds=1 ...
   python benchmarks/run.py --suite=report                                    # only regenerate BENCHMARKS.md
 
 Benchmark keys (everything else, RecBole-style ``--key=value``, goes into the Config of every run):
-  suite          tables | sequential | scaling | shards | all | report   (tables)
+  suite          tables | sequential | scaling | shards | latency | all | report  (tables)
   dataset        dataset name (ml-100k ships with RecBole)                (ml-100k)
   model          a plugin model (ENMF, LightGCN, ...)                     (ENMF)
   unlearners     comma-separated registered names, any case; a row with     (all registered;
@@ -19,6 +20,7 @@ Benchmark keys (everything else, RecBole-style ``--key=value``, goes into the Co
   seeds          number of seeds, starting at --seed                      (3)
   seed           first seed                                               (2020)
   requests, request_users   sequential: N requests of K users             (10, 8)
+                            latency: N single-user requests in one session (1000)
   datasets, request_sizes   scaling: datasets and request sizes (users)   (--dataset; 1,2,...,512)
                             shards: the tables suite (private) at each size  (1,8,64)
   out, cache     results folder (committed) / checkpoint folder (not)     (benchmarks/results, benchmarks/.cache)
@@ -41,13 +43,14 @@ import torch  # noqa: E402
 from benchmarks.common import REPO_ROOT, Bench, parse_unlearners, seed_list  # noqa: E402
 from recbole_unlearn.errors import UnlearnInputError  # noqa: E402
 
-SUITES = ("tables", "sequential", "scaling", "shards", "all", "report")
+SUITES = ("tables", "sequential", "scaling", "shards", "latency", "all", "report")
 #: per-suite defaults of the keys left unset
 SUITE_DEFAULTS = {"scaling": {"request_sizes": "1,2,4,8,16,32,64,128,256,512"},
-                  "shards": {"request_sizes": "1,8,64", "unlearners": "sisa,receraser"}}
+                  "shards": {"request_sizes": "1,8,64", "unlearners": "sisa,receraser"},
+                  "latency": {"requests": "1000", "unlearners": "alteraser"}}
 DEFAULTS = {
     "suite": "tables", "dataset": "ml-100k", "model": "ENMF", "unlearners": None, "scenario": "private",
-    "seeds": "3", "seed": "2020", "requests": "10", "request_users": "8", "datasets": None,
+    "seeds": "3", "seed": "2020", "requests": None, "request_users": "8", "datasets": None,
     "request_sizes": None, "out": str(REPO_ROOT / "benchmarks" / "results"),
     "cache": str(REPO_ROOT / "benchmarks" / ".cache"), "report": str(REPO_ROOT / "BENCHMARKS.md"), "threads": "1",
 }
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(opts: dict, overrides: dict, command: str | None = None) -> Path:
     """Run the suite(s) ``opts`` asks for, then regenerate the report; returns its path."""
-    from benchmarks import document, scaling, sequential, tables
+    from benchmarks import document, latency, scaling, sequential, tables
     from recbole_unlearn.unlearner import unlearner_names
 
     suite = opts["suite"]
@@ -115,7 +118,7 @@ def run(opts: dict, overrides: dict, command: str | None = None) -> Path:
     if suite in ("tables", "all"):
         tables.run_tables(bench("tables", opts["dataset"], opts["scenario"]), unlearners, seeds, command)
     if suite in ("sequential", "all"):
-        n, k = _ints(opts["requests"], "requests")[0], _ints(opts["request_users"], "request_users")[0]
+        n, k = _ints(opts["requests"] or "10", "requests")[0], _ints(opts["request_users"], "request_users")[0]
         sequential.run_sequential(bench("sequential", opts["dataset"], opts["scenario"], f"{n}x{k}"),
                                   unlearners, seeds, n, k, command)
     if suite in ("scaling", "all"):
@@ -128,6 +131,10 @@ def run(opts: dict, overrides: dict, command: str | None = None) -> Path:
             sized = Bench("tables", opts["dataset"], opts["model"], "private", {**overrides, "forget_users": str(n)},
                           Path(opts["out"]), Path(opts["cache"]))
             tables.run_tables(sized, rows, seeds, command)
+    if suite == "latency":  # not part of "all": it is a long single-dataset run
+        n = _ints(key("requests", "latency"), "requests")[0]
+        latency.run_latency(bench("latency", opts["dataset"], "private"), parse_unlearners(key("unlearners", "latency")),
+                            seeds, n, command)
     return document.write_report(Path(opts["out"]), Path(opts["report"]))
 
 

@@ -51,6 +51,7 @@ class UnlearnSession:
     def __init__(self, config: Config, config_file_list=None, saved: bool = True):
         self.config, self.files, self.saved = config, list(config_file_list or []), saved
         self.requests = 0
+        self.applied: list = []  # every request applied so far (ForgetRequest, internal ids)
         self.last_checkpoint: Path | None = None
         self._check_keys(config)
         self._outputs = self._new_outputs(config)  # an output clash fails before any work
@@ -125,6 +126,7 @@ class UnlearnSession:
         chain.method_state = (name, state) if state else None
         chain.checkpoint = read_checkpoint(path) if path else None
         self.last_checkpoint = path
+        self.applied.append(exp.request)
         self.requests += 1
 
     def save(self, path) -> Path:
@@ -178,8 +180,10 @@ def run_rows(exp: Experiment, plan, unlearner_cls) -> RunRows:
         models[name], states[name] = outcome.model, outcome.state
         rows[name] = {"time_s": outcome.time_s, **outcome.info}
         stage("unlearning: %s done in %.2f s", name, outcome.time_s)
-    stage("evaluation: %d rows on the test split ...", len(models))
-    setup = evaluate_rows(exp, models, rows)
+    setup = None
+    if config["evaluate"]:
+        stage("evaluation: %d rows on the test split ...", len(models))
+        setup = evaluate_rows(exp, models, rows)
     results = {
         "dataset": config["dataset"],
         "model": config["model"],
@@ -192,6 +196,8 @@ def run_rows(exp: Experiment, plan, unlearner_cls) -> RunRows:
         results["original_converged"] = False
         logger.warning("the original stopped at the epoch cap (%d epochs) while its validation metric was still "
                        "improving: train it longer (--epochs) before trusting this comparison", config["epochs"])
+    if setup is None:
+        return RunRows(results, models, states, {})
     stage("results (k=20; F- = forgetting users):\n" + format_table(results))
     return RunRows(results, models, states, _picture_scores(exp, setup, models, unlearner_cls.__name__))
 

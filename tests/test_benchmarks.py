@@ -365,3 +365,15 @@ def test_recsys22_experiments_stand_beside_the_papers_figures():
     text = "\n".join(paper.section(exp, summary))
     assert "0.2500 ± 0.0100 / 0.1390" in text  # ours / Table 3's AltEraser [AH-Newton] on MovieLens-1m
     assert "Table 5" in text and "How our protocol still differs" in text
+
+
+def test_latency_suite_times_single_user_requests_in_one_session(tmp_path):
+    opts = _opts(tmp_path, unlearners="alteraser", seeds="1", requests="3", suite="latency")
+    report = bench_run.run(opts, _overrides())
+    (d,) = (tmp_path / "out" / "latency").iterdir()
+    record = json.loads((d / "s2020-AltEraser.json").read_text())
+    assert len(record["wall_s"]) == 3 and all(w >= m > 0 for w, m in zip(record["wall_s"], record["method_s"]))
+    assert record["latency"]["max"] == pytest.approx(max(record["wall_s"]))
+    assert record["forgotten"] > 0 and set(record["quality"]) == {"Retrain", "AltEraser"}
+    assert 0.0 <= record["quality"]["AltEraser"]["mia_auc"] <= 1.0
+    assert "Latency: tiny" in report.read_text()
