@@ -21,7 +21,7 @@ from recbole_unlearn.checkpoint import write_json
 from recbole_unlearn.config import config_with
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.quick_start import comparison_plan, run_unlearner
-from recbole_unlearn.report import RBO_KS, evaluate_row, forget_user_topk, make_eval_setup
+from recbole_unlearn.report import RBO_KS, evaluate_row, forget_user_topk, make_eval_setup, speedups
 from recbole_unlearn.unlearner.retrain import Retrain
 
 FIXED_ROWS = ("Original", "Retrain", "Retrain*")
@@ -126,8 +126,7 @@ def load_results(result_dir) -> dict[int, dict[str, dict]]:
             if any(row.get(k) is not None for k in PREPARE_KEYS):
                 row["prepare_time_s"] = _prepare_time(row)
             if retrain_time and row.get("time_s"):
-                row["speedup"] = retrain_time / row["time_s"]
-                row["first_request_speedup"] = retrain_time / (row["time_s"] + _prepare_time(row))
+                row.update(speedups(retrain_time, row["time_s"], _prepare_time(row)))
     return per_seed
 
 

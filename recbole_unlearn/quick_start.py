@@ -29,7 +29,7 @@ from recbole_unlearn.data.ledger import Ledger, data_fingerprint, token_codes, t
 from recbole_unlearn.data.remaining import dataset_keys, select_rows
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.options import shown
-from recbole_unlearn.report import evaluate_row, forget_user_topk, make_eval_setup
+from recbole_unlearn.report import evaluate_row, forget_user_topk, make_eval_setup, speedups
 from recbole_unlearn.unlearner import get_unlearner
 from recbole_unlearn.unlearner.base import BestStateTrainer, UnlearnOutcome, UnlearnTask
 from recbole_unlearn.unlearner.retrain import Retrain
@@ -315,7 +315,5 @@ def evaluate_rows(exp: Experiment, models: dict, rows: dict):
         rows[name].update(evaluate_row(m, setup, reference))
         row = rows[name]
         if retrain_time and row.get("time_s"):
-            row["speedup"] = retrain_time / row["time_s"]
-            # a first request also pays the method's preparation
-            row["first_request_speedup"] = retrain_time / (row["time_s"] + (row.get("prepare_time_s") or 0.0))
+            row.update(speedups(retrain_time, row["time_s"], row.get("prepare_time_s")))
     return setup

@@ -140,3 +140,9 @@ def format_table(results: dict, k: int = 20) -> str:
 
 def _fmt(value, width: int, digits: int = 4) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+
+def speedups(retrain_time: float, time_s: float, prepare_time_s: float | None = None) -> dict:
+    """``speedup`` = Retrain's time / the row's, and ``first_request_speedup`` = Retrain's time /
+    (the row's time + its preparation): a first request also pays the method's preparation."""
+    return {"speedup": retrain_time / time_s, "first_request_speedup": retrain_time / (time_s + (prepare_time_s or 0.0))}
