@@ -22,6 +22,8 @@ from recbole_unlearn.checkpoint import file_sha256, read_checkpoint, save_checkp
 from recbole_unlearn.config import Config, config_with
 from recbole_unlearn.console import setup_logging, stage
 from recbole_unlearn.data.ledger import Ledger, new_request_id
+from recbole_unlearn.errors import UnlearnInputError
+from recbole_unlearn.options import shown
 from recbole_unlearn.outputs import RunOutputs, append_audit
 from recbole_unlearn.plot import pair_probabilities
 from recbole_unlearn.quick_start import (
@@ -129,11 +131,14 @@ class UnlearnSession:
         self.applied.append(exp.request)
         self.requests += 1
 
-    def save(self, path) -> Path:
-        """Write the current model as a safe checkpoint (with its ledger) at ``path``."""
+    def save(self, path, overwrite: bool = False) -> Path:
+        """Write the current model as a safe checkpoint (with its ledger) at ``path``, atomically;
+        an existing file is replaced only with ``overwrite``."""
         chain, config = self.chain, self.config
         if chain.original is None:
-            raise RuntimeError("the session has no model yet: apply a request first")
+            raise UnlearnInputError("the session has no model yet: apply a request first")
+        if Path(path).exists() and not overwrite:
+            raise UnlearnInputError(f"{shown(str(path))} exists; save(..., overwrite=True) replaces it")
         meta = checkpoint_meta(config, chain.train, role="unlearned", ledger=chain.ledger.to_meta(),
                                source_rows=chain.source_rows, unlearner=chain.method_state[0] if chain.method_state else None)
         save_checkpoint(path, chain.original.state_dict(), meta, current_codes(chain.train, meta))

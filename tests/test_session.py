@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from recbole_unlearn.checkpoint import read_checkpoint
+from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.outputs import verify_audit
 from recbole_unlearn.session import UnlearnSession
 from test_requests import TINY, cfg, chain, request_file, train_tokens
@@ -67,3 +68,6 @@ def test_a_session_keeps_its_state_in_memory_and_saves_it_on_request(tmp_path):
     saved = read_checkpoint(path)
     assert len(saved.meta["ledger"]["entries"]) == 2
     assert all(torch.equal(saved.state_dict[k], v) for k, v in session.chain.original.state_dict().items())
+    with pytest.raises(UnlearnInputError, match="exists"):
+        session.save(path)  # never over an existing file unless asked
+    assert session.save(path, overwrite=True) == path
