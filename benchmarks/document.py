@@ -71,6 +71,8 @@ def _tables_section(result_dir: Path, report: Path, plot_dir: Path) -> tuple[lis
         cost[r["seed"]] = cost.get(r["seed"], 0.0) + t + (r["result"].get("pretrain_time_s") or 0.0)
     selection = (exp.get("overrides") or {}).get("forget_selection")
     which = f" ({selection} users)" if exp["scenario"] == "users" and selection else ""
+    sized = (exp.get("overrides") or {}).get("forget_users")
+    which += f" · {sized} forgetting users" if sized is not None else ""
     protocol = " · the AltEraser paper's protocol (`recsys22`)" if paper.is_protocol(exp) else ""
     lines = [f"## {exp['dataset']} · {exp['model']} · `{exp['scenario']}` scenario{which}{protocol}", ""]
     if originals:
