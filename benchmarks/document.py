@@ -72,7 +72,7 @@ def _tables_section(result_dir: Path, report: Path, plot_dir: Path) -> tuple[lis
     selection = (exp.get("overrides") or {}).get("forget_selection")
     which = f" ({selection} users)" if exp["scenario"] == "users" and selection else ""
     sized = (exp.get("overrides") or {}).get("forget_users")
-    which += f" · {sized} forgetting users" if sized is not None else ""
+    which += f" · {sized} forgetting user{'' if str(sized) == '1' else 's'}" if sized is not None else ""
     protocol = " · the AltEraser paper's protocol (`recsys22`)" if paper.is_protocol(exp) else ""
     lines = [f"## {exp['dataset']} · {exp['model']} · `{exp['scenario']}` scenario{which}{protocol}", ""]
     if originals:
@@ -137,12 +137,15 @@ def write_report(out: Path, report: Path) -> Path:
     """Regenerate ``report`` (BENCHMARKS.md) and the plots under ``out/plots`` from ``out``."""
     out, report = Path(out).resolve(), Path(report).resolve()
     plot_dir = out / "plots"
-    body, seen_tables, benchmarked = [], set(), set()
+    body, seen_tables, benchmarked, few = [], set(), set(), []
     for exp_file in sorted((out / "tables").glob("*/experiment.json")):
         lines, exp = _tables_section(exp_file.parent, report, plot_dir)
         body += lines
         seen_tables.add((exp["dataset"], exp["model"]))
-        benchmarked.update(tables.summarize(exp_file.parent)["rows"])
+        summary = tables.summarize(exp_file.parent)
+        benchmarked.update(summary["rows"])
+        if len(summary["seeds"]) < 3:
+            few.append(lines[0].removeprefix("## ") + f" ({len(summary['seeds'])})")
     for exp_file in sorted((out / "sequential").glob("*/experiment.json")):
         body += _sequential_section(exp_file.parent, report, plot_dir)
     for exp_file in sorted((out / "latency").glob("*/experiment.json")):
@@ -163,6 +166,8 @@ def write_report(out: Path, report: Path) -> Path:
             f"Generated {now()} on {_machine_text(machine())}.", ""]
     if todo:
         head += ["**Not measured yet:** " + "; ".join(todo) + ".", ""]
+    if few:
+        head += ["**Fewer than 3 seeds so far** (seeds in brackets): " + "; ".join(few) + ".", ""]
     text = "\n".join(head + body).rstrip() + "\n"
 
     def write(tmp: str) -> None:
