@@ -10,7 +10,6 @@ structure that ``set_train_data`` replaces is only the record of the trained pai
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_normal_initialization
 from recbole.utils import InputType
@@ -27,12 +26,7 @@ class BPR(PairwiseModel, GeneralRecommender):
         super().__init__(config, dataset)
         self.embedding_size: int = config["embedding_size"]
         self.reg_weight: float = config["reg_weight"]
-        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
-        self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
-        self.apply(xavier_normal_initialization)
-        self.restore_user_e: torch.Tensor | None = None
-        self.restore_item_e: torch.Tensor | None = None
-        self.other_parameter_name = ["restore_user_e", "restore_item_e"]
+        self._build_tables(self.embedding_size, xavier_normal_initialization)
         self.set_train_data(dataset)
 
     def set_train_data(self, dataset) -> None:

@@ -11,7 +11,6 @@ unlearning) and clears the cached propagated embeddings.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_uniform_initialization
 from recbole.utils import InputType
@@ -30,12 +29,7 @@ class LightGCN(PairwiseModel, GeneralRecommender):
         self.latent_dim: int = config["embedding_size"]
         self.n_layers: int = config["n_layers"]
         self.reg_weight: float = config["reg_weight"]
-        self.user_embedding = nn.Embedding(self.n_users, self.latent_dim)
-        self.item_embedding = nn.Embedding(self.n_items, self.latent_dim)
-        self.apply(xavier_uniform_initialization)
-        self.restore_user_e: torch.Tensor | None = None
-        self.restore_item_e: torch.Tensor | None = None
-        self.other_parameter_name = ["restore_user_e", "restore_item_e"]
+        self._build_tables(self.latent_dim, xavier_uniform_initialization)
         self.set_train_data(dataset)
 
     def set_train_data(self, dataset) -> None:

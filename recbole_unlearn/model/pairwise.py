@@ -34,6 +34,16 @@ class PairwiseModel(UnlearnableModel):
     negatives_per_pair = 1
     bpr_on_outputs = True
 
+    def _build_tables(self, dim: int, initialization) -> None:
+        """The user and item tables [n, dim], initialised by ``initialization`` (a RecBole
+        ``apply`` function), and RecBole's cached outputs (left out of checkpoints)."""
+        self.user_embedding = torch.nn.Embedding(self.n_users, dim)
+        self.item_embedding = torch.nn.Embedding(self.n_items, dim)
+        self.apply(initialization)
+        self.restore_user_e: Tensor | None = None
+        self.restore_item_e: Tensor | None = None
+        self.other_parameter_name = ["restore_user_e", "restore_item_e"]
+
     def propagate(self, ego: Tensor | None = None, adj=None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
