@@ -94,3 +94,26 @@ def test_capabilities_are_asked_for_not_types():
     assert not offers(_model("LightGCN")[1], "exact_blocks")
     with pytest.raises(UnlearnInputError, match="needs a model that implements recbole_unlearn's model protocol"):
         require(torch.nn.Linear(2, 2), "IFRU")
+
+
+def test_the_symmetric_sparse_product_has_torch_sparse_mm_values_gradients_and_curvature():
+    """LightGCN propagates with ``symmetric_spmm``: same product, gradient and Hessian-vector
+    product as ``torch.sparse.mm`` on the normalised adjacency."""
+    import numpy as np
+
+    from recbole_unlearn.numerics import normalized_adjacency, symmetric_spmm
+
+    rng = np.random.default_rng(0)
+    adj = normalized_adjacency(rng.integers(0, 7, 40), rng.integers(0, 9, 40), 7, 9).double()
+    x0, v = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 3, dtype=torch.float64)
+
+    def grad_and_hvp(product):
+        x = x0.clone().requires_grad_(True)
+        loss = torch.sigmoid(product(adj, product(adj, x))).pow(2).sum()  # a non-quadratic objective
+        (g,) = torch.autograd.grad(loss, x, create_graph=True)
+        (hv,) = torch.autograd.grad(g, x, grad_outputs=v)
+        return product(adj, x0), g.detach(), hv
+
+    ours, theirs = grad_and_hvp(symmetric_spmm), grad_and_hvp(torch.sparse.mm)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
