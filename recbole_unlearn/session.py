@@ -277,8 +277,8 @@ def publish(exp: Experiment, run: RunRows, outputs: RunOutputs, unlearner: str, 
     title = (f"{config['dataset']} · {config['model']} · {unlearner} · request {summary['mode']}: "
              f"{summary['users']} users, {summary['interactions']} interactions")
     picture = (lambda path: plot.draw(path, scores, rows, title)) if scores else None
-    if picture is None or not outputs.publish(results, picture):
-        stage("picture: skipped (%s)", "matplotlib is not installed" if scores else "no forgotten pairs")
+    if not outputs.publish(results, picture):  # every output is published, with or without a picture
+        stage("picture: skipped (%s)", "matplotlib is not installed" if scores else "evaluate is off or no pair was forgotten")
     append_audit(outputs.audit, record)
     stage("outputs: %s (results: %s); audit record appended to %s", outputs.run_dir, outputs.results, outputs.audit)
     return outputs.final(name)

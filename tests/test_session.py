@@ -71,3 +71,19 @@ def test_a_session_keeps_its_state_in_memory_and_saves_it_on_request(tmp_path):
     with pytest.raises(UnlearnInputError, match="exists"):
         session.save(path)  # never over an existing file unless asked
     assert session.save(path, overwrite=True) == path
+
+
+def test_requests_without_evaluation_publish_their_checkpoints_and_chain(tmp_path):
+    """``evaluate: False`` (a platform's request: no metrics) still publishes every output and
+    the next request starts from the published checkpoint."""
+    pairs = train_tokens(tmp_path)[::5]
+    files = [request_file(tmp_path / f"e{k}.forget", pairs[4 * k: 4 * k + 4]) for k in range(2)]
+    session = UnlearnSession.open("ENMF", TINY, config_dict=cfg(tmp_path, unlearner="AltEraser", evaluate=False))
+    results = [session.forget(forget_file=f) for f in files]
+    for result in results:
+        assert Path(result["checkpoint"]).is_file()
+        assert "mia_auc" not in result["rows"]["AltEraser"]  # no metrics were computed
+    last = read_checkpoint(results[-1]["checkpoint"])
+    assert len(last.meta["ledger"]["entries"]) == 2
+    assert Path(results[0]["checkpoint"]).parent != Path(results[1]["checkpoint"]).parent  # one run folder each
+    assert (Path(results[1]["checkpoint"]).parent / "results.json").is_file()
