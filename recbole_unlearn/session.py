@@ -73,6 +73,9 @@ class UnlearnSession:
     def _check_keys(config) -> None:
         for _, cls, cfg in comparison_plan(config, get_unlearner(config["unlearner"])):
             cls.params_class.from_config(cfg)  # bad keys fail before any training
+            reason = cls.refusal(config.model_class)  # so does a model the method cannot serve
+            if reason:
+                raise UnlearnInputError(reason)
 
     def _new_outputs(self, config) -> RunOutputs | None:
         if not self.saved:

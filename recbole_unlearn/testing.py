@@ -1,8 +1,9 @@
 """The unlearner contract, shipped so that your own unlearner can be tested with it.
 
 Subclass :class:`UnlearnerContract` in a pytest file, set ``unlearner`` (the registered name),
-``models`` and ``config`` (keys that keep the method fast on the tiny dataset), and pytest runs
-every ``test_*`` method of the contract for each model::
+``models`` (default: every plugin model the unlearner does not refuse) and ``config`` (keys that
+keep the method fast on the tiny dataset), and pytest runs every ``test_*`` method of the
+contract for each model::
 
     from recbole_unlearn.testing import UnlearnerContract
 
@@ -100,10 +101,24 @@ def tiny_experiment(model: str, root: str | Path | None = None, **overrides):
     return exp
 
 
+def served_models(unlearner: str) -> list[str]:
+    """The plugin models ``unlearner`` does not refuse (``Unlearner.refusal``)."""
+    cls = get_unlearner(unlearner)
+    return [m.__name__ for m in MODELS.values() if not cls.refusal(m)]
+
+
 def pytest_generate_tests(metafunc):
-    """Contract classes run each test once per entry of their ``models``."""
-    if "model_name" in metafunc.fixturenames and metafunc.cls is not None:
-        metafunc.parametrize("model_name", list(getattr(metafunc.cls, "models", ("ENMF",))))
+    """Contract classes run each test once per entry of their ``models`` (None: every plugin
+    model the unlearner serves); ``refused_name`` runs once per plugin model it refuses."""
+    cls = metafunc.cls
+    if cls is None or not getattr(cls, "unlearner", ""):
+        return
+    if "model_name" in metafunc.fixturenames:
+        models = cls.models if getattr(cls, "models", None) is not None else served_models(cls.unlearner)
+        metafunc.parametrize("model_name", list(models))
+    if "refused_name" in metafunc.fixturenames:
+        refused = [m.__name__ for m in MODELS.values() if m.__name__ not in served_models(cls.unlearner)]
+        metafunc.parametrize("refused_name", refused or [None])
 
 
 def forgotten_rank(model, request) -> float:
@@ -127,7 +142,8 @@ def forgotten_probs(model, request) -> torch.Tensor:
 
 class UnlearnerContract:
     unlearner: str = ""
-    models: tuple[str, ...] = tuple(cls.__name__ for cls in MODELS.values())  # every plugin model
+    #: the models to run on; None: every plugin model the unlearner does not refuse
+    models: tuple[str, ...] | None = None
     config: dict = {}
     #: how far the forgotten (noise) pairs' mean rank percentile must fall below Θ_a's
     #: (on the tiny data Θ_a ranks them at about 0.65, Retrain at about 0.35)
@@ -171,6 +187,25 @@ class UnlearnerContract:
         outcome = self.run(exp)
         for k, v in exp.original.state_dict().items():
             assert torch.equal(outcome.model.state_dict()[k], v), k
+
+    def test_a_refused_model_gets_one_line_naming_another_method(self, refused_name):
+        """A plugin model the unlearner refuses is refused when the method is built, with one
+        line that names a registered method which serves it."""
+        if refused_name is None:
+            return  # the unlearner serves every plugin model
+        from recbole_unlearn.errors import UnlearnInputError
+        from recbole_unlearn.unlearner import unlearner_names
+
+        cls = get_unlearner(self.unlearner)
+        exp = tiny_experiment(refused_name, forget="private")
+        try:
+            cls(exp.config, exp.original)
+        except UnlearnInputError as e:
+            message = str(e)
+        else:
+            raise AssertionError(f"{cls.__name__} declares it refuses {refused_name} but was built")
+        assert "\n" not in message and message == cls.refusal(type(exp.original))
+        assert any(n in message for n in unlearner_names() if n != cls.__name__), message
 
     def test_yaml_keys_match_params(self):
         """The unlearner's property file (``properties_file``, else the shipped one) documents

@@ -94,16 +94,19 @@ def test_encoder_of_another_original_is_not_reused(tmp_path):
     assert again.info["encoder_reused"] is False and again.info["pretrain_time_s"] > 0
 
 
-def test_enmf_encoder_pass_lowers_forgotten_scores(tmp_path):
-    """ENMF adaptation: Δ on the rows P, Q of the request (withdrawal basis [P; Q] ⊙ h)."""
-    exp = tiny_experiment("ENMF", forget="noise")
-    out = run(exp, pretrain_epochs=10, finetune_epochs=0, encoder_path=str(tmp_path / "enc.pth"))
-    users, items = torch.as_tensor(exp.request.users), torch.as_tensor(exp.request.items)
-    with torch.no_grad():
-        before = (exp.original.user_embedding(users) * exp.original.item_embedding(items)) @ exp.original.h
-        after = (out.model.user_embedding(users) * out.model.item_embedding(items)) @ out.model.h
-    assert after.mean() < before.mean()
-    assert torch.all(out.model.item_embedding.weight[0] == 0)
+def test_a_model_without_a_graph_is_refused_before_any_training(tmp_path, capsys):
+    """ENMF and BPR have no graph: one error line naming a method that serves them, exit 2,
+    nothing trained or written."""
+    from recbole_unlearn.cli import main
+    from recbole_unlearn.model import ENMF, LightGCN
+
+    assert UnlearnRec.refusal(LightGCN) is None
+    assert "use AltEraser" in UnlearnRec.refusal(ENMF)
+    out = tmp_path / "out"
+    code = main(["--model=ENMF", "--unlearner=unlearnrec", f"--checkpoint_dir={out}", f"--run_dir={out / 'run'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["error: " + UnlearnRec.refusal(ENMF)]
+    assert not out.exists()
 
 
 def test_unsupported_model_is_refused():

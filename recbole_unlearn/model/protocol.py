@@ -128,8 +128,10 @@ class UnlearnableModel:
 
 
 def offers(model, capability: str) -> bool:
-    """Whether ``model`` implements the optional ``capability`` (e.g. ``exact_blocks``)."""
-    return getattr(type(model), capability, None) is not getattr(UnlearnableModel, capability, None)
+    """Whether ``model`` (a model or a model class) implements the optional ``capability``
+    (e.g. ``exact_blocks``, or ``graph`` for a model whose outputs propagate over a graph)."""
+    cls = model if isinstance(model, type) else type(model)
+    return getattr(cls, capability, None) is not getattr(UnlearnableModel, capability, None)
 
 
 def require(model, needed_by: str) -> "UnlearnableModel":

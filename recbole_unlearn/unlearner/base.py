@@ -132,8 +132,17 @@ class Unlearner(BestStateTrainer):
     accepts_ensemble: ClassVar[bool] = False
 
     def __init__(self, config, model: torch.nn.Module):
+        reason = self.refusal(type(model))
+        if reason:
+            raise UnlearnInputError(reason)
         super().__init__(config, model)
         self.params = self.params_class.from_config(config).checked(plugin_specs())
+
+    @classmethod
+    def refusal(cls, model_class: type) -> str | None:
+        """Why this method cannot serve models of ``model_class`` (one line naming a method
+        that can), or None.  Asked before any training, and again when the method is built."""
+        return None
 
     # ---- the loop -------------------------------------------------------------------------
     def unlearn(self, task: UnlearnTask) -> UnlearnOutcome:
