@@ -56,11 +56,13 @@ class Bench:
     out: Path = REPO_ROOT / "benchmarks" / "results"
     cache: Path = REPO_ROOT / "benchmarks" / ".cache"
     tag: str = ""
+    device: str = "cpu"  # cpu | cuda: runs on another device are another experiment
     _configs: dict = field(default_factory=dict, repr=False)
 
     @cached_property
     def key(self) -> str:
         parts = [self.dataset, self.model, self.scenario] + ([self.tag] if self.tag else [])
+        parts += [self.device] if self.device != "cpu" else []
         relevant = {k: v for k, v in sorted(self.overrides.items()) if k not in NON_RESULT_KEYS}
         if "config_files" in relevant:  # the files' contents decide the results, not their names
             relevant["config_files"] = [hashlib.sha256(Path(f).read_bytes()).hexdigest()
@@ -88,7 +90,8 @@ class Bench:
         if unlearner not in self._configs:
             given = dict(self.overrides)
             files = config_paths(given.pop("config_files", None))
-            cd = {"show_progress": False, **given, "unlearner": unlearner, "forget": self.scenario}
+            cd = {"show_progress": False, "use_gpu": self.device == "cuda", **given, "unlearner": unlearner,
+                  "forget": self.scenario}
             self._configs[unlearner] = Config(self.model, self.dataset, config_file_list=files, config_dict=cd)
         return config_with(self._configs[unlearner], seed=seed, **keys)
 
@@ -211,7 +214,8 @@ def machine() -> dict:
         pass
     import recbole
 
-    return {"cores": os.cpu_count(), "cpu": cpu, "torch_threads": torch.get_num_threads(),
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cores": os.cpu_count(), "cpu": cpu, "gpu": gpu, "torch_threads": torch.get_num_threads(),
             "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
             "python": platform.python_version(), "torch": torch.__version__, "recbole": recbole.__version__}
 

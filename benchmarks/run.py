@@ -26,6 +26,8 @@ Benchmark keys (everything else, RecBole-style ``--key=value``, goes into the Co
   out, cache     results folder (committed) / checkpoint folder (not)     (benchmarks/results, benchmarks/.cache)
   report         the generated markdown file                              (BENCHMARKS.md)
   threads        torch threads of every run                               (1)
+  device         cpu | cuda: where every run computes (cuda: a separate     (cpu)
+                 experiment folder, its timings never mixed with the CPU's)
 
 Finished runs found under --out are not redone; interrupt and rerun the same command to resume.
 Exit codes: 0 success, 2 bad input (one line on stderr).
@@ -53,6 +55,7 @@ DEFAULTS = {
     "seeds": "3", "seed": "2020", "requests": None, "request_users": "8", "datasets": None,
     "request_sizes": None, "out": str(REPO_ROOT / "benchmarks" / "results"),
     "cache": str(REPO_ROOT / "benchmarks" / ".cache"), "report": str(REPO_ROOT / "BENCHMARKS.md"), "threads": "1",
+    "device": "cpu",
 }
 
 
@@ -70,6 +73,10 @@ def parse(argv: list[str]) -> tuple[dict, dict]:
         (opts if key in DEFAULTS else overrides)[key] = value
     if opts["suite"] not in SUITES:
         raise UnlearnInputError(f"suite must be one of {', '.join(SUITES)}, not {opts['suite']!r}")
+    if opts["device"] not in ("cpu", "cuda"):
+        raise UnlearnInputError(f"device must be cpu or cuda, not {opts['device']!r}")
+    if opts["device"] == "cuda" and not torch.cuda.is_available():
+        raise UnlearnInputError("--device=cuda, but this machine has no CUDA device")
     return opts, overrides
 
 
@@ -113,7 +120,8 @@ def run(opts: dict, overrides: dict, command: str | None = None) -> Path:
     seeds = seed_list(_ints(opts["seed"], "seed")[0], _ints(opts["seeds"], "seeds")[0])
 
     def bench(kind: str, dataset: str, scenario: str, tag: str = "") -> Bench:
-        return Bench(kind, dataset, opts["model"], scenario, dict(overrides), Path(opts["out"]), Path(opts["cache"]), tag)
+        return Bench(kind, dataset, opts["model"], scenario, dict(overrides), Path(opts["out"]), Path(opts["cache"]), tag,
+                     opts["device"])
 
     if suite in ("tables", "all"):
         tables.run_tables(bench("tables", opts["dataset"], opts["scenario"]), unlearners, seeds, command)
@@ -129,7 +137,7 @@ def run(opts: dict, overrides: dict, command: str | None = None) -> Path:
         rows = parse_unlearners(key("unlearners", "shards"))
         for n in _ints(key("request_sizes", "shards"), "request_sizes"):
             sized = Bench("tables", opts["dataset"], opts["model"], "private", {**overrides, "forget_users": str(n)},
-                          Path(opts["out"]), Path(opts["cache"]))
+                          Path(opts["out"]), Path(opts["cache"]), device=opts["device"])
             tables.run_tables(sized, rows, seeds, command)
     if suite == "latency":  # not part of "all": it is a long single-dataset run
         n = _ints(key("requests", "latency"), "requests")[0]

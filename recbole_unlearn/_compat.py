@@ -57,3 +57,16 @@ if not hasattr(_sp.dok_matrix, "_update"):  # scipy >= 1.13
 warnings.filterwarnings("ignore", message="A value is trying to be set on a copy of a DataFrame", category=FutureWarning)
 warnings.filterwarnings("ignore", message=r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated", category=FutureWarning)
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)
+
+
+def configured_device(config: dict) -> torch.device:
+    """The device a run uses: CUDA when ``use_gpu`` is on and CUDA is available, else the CPU.
+
+    RecBole 1.2.1's ``Config._init_device`` picks CUDA whenever it is available (and ``gpu_id``
+    names a device) and ignores ``use_gpu``, which only its Trainer reads; so ``use_gpu: False``
+    alone would still put the model on a GPU.
+    """
+    chosen = config.get("device")
+    if not config.get("use_gpu", True) or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return chosen if isinstance(chosen, torch.device) else torch.device("cuda")

@@ -18,6 +18,7 @@ import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import argument_list
 
+from recbole_unlearn._compat import configured_device
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.model import MODELS, get_model_class
 from recbole_unlearn.options import KeySpec, convert, read_specs, shown, unknown_key_error, yaml_keys
@@ -120,6 +121,7 @@ class Config(RecBoleConfig):
 
         register_recbole_metrics()  # idempotent: metrics: [RBO] is valid in every plugin Config
         super().__init__(model, dataset, config_file_list, config_dict)
+        self.final_config_dict["device"] = configured_device(self.final_config_dict)
 
     def _build_yaml_loader(self):
         return _SafeLoader

@@ -80,7 +80,7 @@ class BlockSums:
     def add_rows(self, rows: torch.Tensor, delta: "BlockSums") -> None:
         """In place: the sums of ``rows`` [n] (distinct) gain ``delta``'s (sums for the same rows)."""
         for mine, change in zip((self.outer, self.square, self.linear), (delta.outer, delta.square, delta.linear)):
-            mine.index_add_(0, rows, change)
+            mine.index_add_(0, rows.to(mine.device), change)
 
     def select(self, rows: torch.Tensor) -> "BlockSums":
         """The sums of ``rows`` [n] (copies)."""
@@ -95,20 +95,22 @@ def block_sums(rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, ve
     [m] (None: all 1; ±1 gives a change of the sums in one pass).
     Returns sums of v vᵀ, v ⊙ v and v for each target row (zeros for rows without pairs).
     """
-    n, d = len(targets), vectors.shape[1]
+    n, d, device = len(targets), vectors.shape[1], vectors.device
+    rows, cols, targets = rows.to(device), cols.to(device), targets.to(device)
     size = max(int(rows.max()) if len(rows) else -1, int(targets.max()) if len(targets) else -1) + 1
-    position = torch.full((size,), -1)
-    position[targets] = torch.arange(n)
+    position = torch.full((size,), -1, device=device)
+    position[targets] = torch.arange(n, device=device)
     pos = position[rows] if len(rows) else rows
     keep = pos >= 0
     pos, cols = pos[keep], cols[keep]
-    values = torch.ones(len(pos), dtype=vectors.dtype) if weights is None else weights[keep].to(vectors.dtype)
+    values = (torch.ones(len(pos), dtype=vectors.dtype, device=device) if weights is None
+              else weights.to(device)[keep].to(vectors.dtype))
     used, cols = torch.unique(cols, return_inverse=True)  # featurise only the vectors the pairs use
     v = vectors[used]
     feats = torch.cat([(v.unsqueeze(2) * v.unsqueeze(1)).reshape(len(v), d * d), v * v, v], dim=1)
     order = torch.argsort(pos)
     incidence = torch.sparse_csr_tensor(
-        torch.searchsorted(pos[order], torch.arange(n + 1)), cols[order], values[order], (n, len(v)),
+        torch.searchsorted(pos[order], torch.arange(n + 1, device=device)), cols[order], values[order], (n, len(v)),
         check_invariants=False,
     )
     out = torch.sparse.mm(incidence, feats)  # [n, d² + 2d]

@@ -42,7 +42,7 @@ def train_original(config, train, valid) -> tuple[torch.nn.Module, float, dict]:
     time and the trainer's info (``epochs``, ``converged``)."""
     start = perf_counter()
     init_seed(config["seed"], config["reproducibility"])
-    trainer = BestStateTrainer(config, config.model_class(config, train))
+    trainer = BestStateTrainer(config, config.model_class(config, train).to(config["device"]))
     trainer.fit_on(train, valid)
     return trainer.model.eval(), perf_counter() - start, dict(trainer.info)
 
@@ -79,13 +79,13 @@ def check_fingerprint(config, ckpt: Checkpoint, train, ledger: Ledger, source_ro
 def load_original(config, train, ckpt: Checkpoint) -> torch.nn.Module:
     """Θ_a from checkpoint ``ckpt`` (already checked against ``train``), its rows mapped onto
     this dataset's ids when the ids were renumbered."""
-    model = config.model_class(config, train)
+    model = config.model_class(config, train).to(config["device"])
     state = ckpt.state_dict
     if ckpt.id_codes is not None:
         state = remap_rows(state, ckpt.id_codes, current_codes(train, ckpt.meta), model.state_dict())
     ensemble = ckpt.meta.get("ensemble")
     if ensemble is not None:
-        return get_unlearner(ensemble).restore_ensemble(config, train, state).eval()
+        return get_unlearner(ensemble).restore_ensemble(config, train, state).to(config["device"]).eval()
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # tensor shapes of another dataset or embedding size

@@ -79,6 +79,7 @@ def tiny_config(root: str | Path, model: str, **overrides) -> dict:
         "eval_batch_size": 4096,
         "seed": 2020,
         "topk": [5, 10, 20],
+        "use_gpu": False,  # the contract runs on the CPU; tests marked gpu compare a CUDA run with it
     }
     cfg.update(overrides)
     return cfg

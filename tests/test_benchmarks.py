@@ -377,3 +377,18 @@ def test_latency_suite_times_single_user_requests_in_one_session(tmp_path):
     assert record["forgotten"] > 0 and set(record["quality"]) == {"Retrain", "AltEraser"}
     assert 0.0 <= record["quality"]["AltEraser"]["mia_auc"] <= 1.0
     assert "Latency: tiny" in report.read_text()
+
+
+def test_the_device_key_is_checked_and_a_cuda_run_is_its_own_experiment():
+    from recbole_unlearn.errors import UnlearnInputError
+    from benchmarks.common import Bench
+    from benchmarks.run import parse
+
+    with pytest.raises(UnlearnInputError, match="device must be cpu or cuda"):
+        parse(["--device=tpu"])
+    if not torch.cuda.is_available():
+        with pytest.raises(UnlearnInputError, match="no CUDA device"):
+            parse(["--device=cuda"])
+    cpu, cuda = Bench("tables", "ml-100k", "ENMF", "private"), Bench("tables", "ml-100k", "ENMF", "private", device="cuda")
+    assert cpu.key == "ml-100k-ENMF-private" and cuda.key == "ml-100k-ENMF-private-cuda"
+    assert cpu.config("Retrain", 2020)["use_gpu"] is False and cuda.config("Retrain", 2020)["use_gpu"] is True

@@ -228,3 +228,12 @@ def test_the_recsys22_protocol_file_layers_the_papers_set_up():
     split = config["eval_args"]["split"]["RS"]
     assert split[2] == pytest.approx(0.2) and sum(split[:2]) == pytest.approx(0.8)
     assert (config["learner"], config["forget"], config["forget_users"], config["stopping_step"]) == ("adamw", "noise", 64, 10)
+
+
+def test_the_device_follows_use_gpu():
+    """RecBole 1.2.1 picks CUDA whenever it exists; the plugin's Config honours use_gpu."""
+    from conftest import make_config
+
+    assert make_config("ENMF", use_gpu=False)["device"] == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert make_config("ENMF", use_gpu=True)["device"].type == expected

@@ -81,7 +81,7 @@ class AltEraser(Unlearner):
             return False
         carried = task.method_state or {}
         if {"item_outer", "item_square", "item_linear"} <= set(carried):
-            self._item_cache = BlockSums(carried["item_outer"], carried["item_square"], carried["item_linear"])
+            self._item_cache = BlockSums(*(carried[k].to(self.device) for k in ("item_outer", "item_square", "item_linear")))
             self.info.update(cache_carried=True, prepare_time_s=0.0)
             return False
         blocks = task.original.exact_blocks(*pairs(task.train))
