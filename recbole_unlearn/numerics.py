@@ -105,8 +105,34 @@ def block_sums(rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, ve
     pos, cols = pos[keep], cols[keep]
     values = (torch.ones(len(pos), dtype=vectors.dtype, device=device) if weights is None
               else weights.to(device)[keep].to(vectors.dtype))
+    counts = torch.bincount(pos, minlength=n)
+    longest = int(counts.max()) if len(pos) else 0
     used, cols = torch.unique(cols, return_inverse=True)  # featurise only the vectors the pairs use
-    v = vectors[used]
+    if len(pos) > 4 * len(used) or n * longest > 8 * len(pos):
+        return _featurised_sums(pos, cols, values, vectors[used], n)
+    return _padded_sums(pos, vectors[used][cols], values, counts, longest)
+
+
+def _padded_sums(pos: Tensor, v: Tensor, values: Tensor, counts: Tensor, longest: int) -> BlockSums:
+    """Few pairs per distinct vector (e.g. a few users' rows): each target's pairs in one padded
+    batch [n, longest, d], summed by batched products (no d×d feature per pair)."""
+    n, d = len(counts), v.shape[1]
+    order = torch.argsort(pos, stable=True)
+    pos, v, values = pos[order], v[order], values[order]
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(len(pos), device=pos.device) - starts[pos]
+    batch = v.new_zeros(n, longest, d)
+    batch[pos, slot] = v
+    weighted = v.new_zeros(n, longest, d)
+    weighted[pos, slot] = v * values.unsqueeze(1)
+    return BlockSums(torch.bmm(batch.transpose(1, 2), weighted), (batch * weighted).sum(1), weighted.sum(1))
+
+
+def _featurised_sums(pos: Tensor, cols: Tensor, values: Tensor, v: Tensor, n: int) -> BlockSums:
+    """Many pairs per distinct vector (e.g. every item's users): the d×d features of the
+    distinct vectors once, then one sparse product sums them per target."""
+    d = v.shape[1]
+    device = v.device
     feats = torch.cat([(v.unsqueeze(2) * v.unsqueeze(1)).reshape(len(v), d * d), v * v, v], dim=1)
     order = torch.argsort(pos)
     incidence = torch.sparse_csr_tensor(

@@ -117,3 +117,53 @@ def test_the_symmetric_sparse_product_has_torch_sparse_mm_values_gradients_and_c
     ours, theirs = grad_and_hvp(symmetric_spmm), grad_and_hvp(torch.sparse.mm)
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", ["few pairs per vector", "many pairs per vector", "skewed", "empty"])
+def test_block_sums_take_either_path_to_the_same_sums(shape):
+    """``block_sums`` sums per target either in padded batches or through the d×d features of
+    the distinct vectors; both equal a plain loop over the pairs (±1 weights included)."""
+    from recbole_unlearn.numerics import _featurised_sums, _padded_sums, block_sums
+
+    g = torch.Generator().manual_seed(3)
+    n_rows, n_cols, d = 30, 50, 4
+    m = {"few pairs per vector": 40, "many pairs per vector": 900, "skewed": 60, "empty": 0}[shape]
+    rows, cols = torch.randint(0, n_rows, (m,), generator=g), torch.randint(0, n_cols, (m,), generator=g)
+    if shape == "skewed":
+        rows[:40] = 3
+    vectors = torch.randn(n_cols, d, generator=g, dtype=torch.float64)
+    weights = torch.where(torch.rand(m, generator=g) < 0.3, -1.0, 1.0).double()
+    targets = torch.tensor([3, 7, 1, 12])
+    got = block_sums(rows, cols, targets, vectors, weights)
+    for j, t in enumerate(targets.tolist()):
+        sel = rows == t
+        v, w = vectors[cols[sel]], weights[sel]
+        torch.testing.assert_close(got.outer[j], (v * w[:, None]).T @ v)
+        torch.testing.assert_close(got.square[j], (v * v * w[:, None]).sum(0))
+        torch.testing.assert_close(got.linear[j], (v * w[:, None]).sum(0))
+    position = torch.full((n_rows,), -1)
+    position[targets] = torch.arange(len(targets))
+    keep = position[rows] >= 0
+    pos, c, w = position[rows][keep], cols[keep], weights[keep]
+    used, inverse = torch.unique(c, return_inverse=True)
+    counts = torch.bincount(pos, minlength=len(targets))
+    padded = _padded_sums(pos, vectors[c], w, counts, int(counts.max()) if len(pos) else 0)
+    featurised = _featurised_sums(pos, inverse, w, vectors[used], len(targets))
+    for a, b in ((padded.outer, featurised.outer), (padded.square, featurised.square), (padded.linear, featurised.linear)):
+        torch.testing.assert_close(a, b)
+
+
+def test_enmf_history_without_a_request_is_the_history_of_the_remaining_data():
+    from recbole_unlearn.data.remaining import remaining_dataset
+    from recbole_unlearn.model.enmf import PairHistory
+
+    exp = tiny_experiment("ENMF", forget="private")
+    remaining = remaining_dataset(exp.train, exp.request)
+    model = exp.original
+    users, items = torch.as_tensor(exp.request.users), torch.as_tensor(exp.request.items)
+    fast, rebuilt = model.history.without(users, items), PairHistory.of(remaining, model.n_users)
+    for name in ("items", "starts", "lens"):
+        assert torch.equal(getattr(fast, name), getattr(rebuilt, name)), name
+    model.drop_pairs(remaining, users, items)
+    assert torch.equal(model.history.items, rebuilt.items)
+    assert not torch.isin(model.trained_pair_keys(), users * model.n_items + items).any()

@@ -44,8 +44,14 @@ def select_rows(dataset, rows):
 
 def remaining_dataset(train, request) -> object:
     """D_r: ``train`` without the request's pairs (same id maps, same user/item counts)."""
+    users, items = (x.numpy() for x in pairs(train))
+    requested = np.zeros(train.user_num, dtype=bool)
+    requested[np.asarray(request.users, dtype=np.int64)] = True
+    candidates = np.flatnonzero(requested[users])  # only the request's users' rows can match
     forget = pair_keys(request.users, request.items, train.item_num)
-    return select_rows(train, ~np.isin(dataset_keys(train), forget))
+    keep = np.ones(len(users), dtype=bool)
+    keep[candidates[np.isin(pair_keys(users[candidates], items[candidates], train.item_num), forget)]] = False
+    return select_rows(train, keep)
 
 
 def inject_pairs(train, users: np.ndarray, items: np.ndarray):

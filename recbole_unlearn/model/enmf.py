@@ -71,6 +71,24 @@ class PairHistory:
         inter = dataset.inter_feat
         return cls(inter[dataset.uid_field], inter[dataset.iid_field], n_users, device)
 
+    def without(self, users: torch.Tensor, items: torch.Tensor) -> "PairHistory":
+        """This history less the pairs (``users``, ``items``) [m], touching only those users'
+        segments (the same result as rebuilding it from the remaining pairs)."""
+        out = PairHistory.__new__(PairHistory)
+        users, items = users.long().to(self.lens.device), items.long().to(self.lens.device)
+        touched = torch.unique(users)
+        lens = self.lens[touched]
+        owner = torch.repeat_interleave(touched, lens)  # the entries of the touched users' segments
+        entries = torch.repeat_interleave(self.starts[touched], lens) + _offsets(lens)
+        n_items = int(max(int(self.items.max()) if len(self.items) else 0, int(items.max()) if len(items) else 0)) + 1
+        drop = entries[torch.isin(owner * n_items + self.items[entries], users * n_items + items)]
+        keep = torch.ones(len(self.items), dtype=torch.bool, device=self.items.device)
+        keep[drop] = False
+        out.items = self.items[keep]
+        out.lens = self.lens - torch.bincount(owner[torch.isin(entries, drop)], minlength=len(self.lens))
+        out.starts = torch.cumsum(out.lens, 0) - out.lens
+        return out
+
     def batch(self, user: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The training pairs of a batch of users: (row in the batch [m], item [m])."""
         lens = self.lens[user]
@@ -104,6 +122,15 @@ class ENMF(UnlearnableModel, GeneralRecommender):
     def set_train_data(self, dataset) -> None:
         """Use ``dataset``'s interactions as the positive history (e.g. D_r after unlearning)."""
         self.history = PairHistory.of(dataset, self.n_users, self.device)
+        self._history_matrix = None
+
+    def drop_pairs(self, remaining, users: torch.Tensor, items: torch.Tensor) -> None:
+        """The history less the request's pairs, updated in the forgetting users' segments only;
+        rebuilt from ``remaining`` when the counts disagree (the history was not D_a's)."""
+        history = self.history.without(users, items)
+        if int(history.lens.sum()) != len(remaining.inter_feat):
+            history = PairHistory.of(remaining, self.n_users, self.device)
+        self.history = history
         self._history_matrix = None
 
     def history_of(self, dataset) -> PairHistory:

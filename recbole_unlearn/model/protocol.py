@@ -25,7 +25,7 @@ Required of every model:
 * ``proba(scores)`` — the model's link from scores to probabilities.
 
 Provided here, overridden where a model knows better: ``ego_embeddings``, ``write_ego``,
-``training_loss``, ``final_embeddings``, ``graph`` / ``propagate`` (graph models),
+``drop_pairs`` (the structure of D_r after a request), ``training_loss``, ``final_embeddings``, ``graph`` / ``propagate`` (graph models),
 ``row_objective``, ``history_of``, and the optional capability ``exact_blocks`` (closed-form
 row re-solves, as ``implicit``'s ALS offers ``partial_fit_users``).
 """
@@ -86,6 +86,12 @@ class UnlearnableModel:
     def calculate_loss(self, interaction) -> Tensor:
         self.clear_cache()
         return self.training_loss(interaction)
+
+    def drop_pairs(self, remaining, users: Tensor, items: Tensor) -> None:
+        """The training structure loses the pairs (``users``, ``items``) [m] and becomes
+        ``remaining``'s (D_r, the current training data without them).  Default:
+        ``set_train_data(remaining)``; a model may update its structure in place instead."""
+        self.set_train_data(remaining)
 
     def history_of(self, dataset):
         """What :meth:`score_loss` needs to know of a training set beyond the batch (ENMF: each

@@ -113,6 +113,10 @@ class ShardEnsemble(GeneralRecommender):
         shard = self.shard_ids(inter[dataset.uid_field].numpy(), inter[dataset.iid_field].numpy())
         return split_dataset(dataset, shard, self.n_shards)
 
+    def drop_pairs(self, remaining, users, items) -> None:
+        """D_r after a request: each sub-model gets its shard of ``remaining``."""
+        self.set_train_data(remaining)
+
     def set_train_data(self, dataset) -> None:
         """Make ``dataset`` (e.g. D_r) the ensemble's data: each sub-model gets its shard of it."""
         self.parts = self.split(dataset)

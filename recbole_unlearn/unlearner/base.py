@@ -152,7 +152,7 @@ class Unlearner(BestStateTrainer):
         shards or an influence encoder; timed separately as ``pretrain_time_s``; its cost is
         ``prepare_time_s``, which a method that reuses a cached preparation sets to what that
         preparation cost, and a chain that carries its state to 0), then the timed
-        part: D_r is built, ``self.model.set_train_data(D_r)`` switches the model's structure
+        part: D_r is built, ``self.model.drop_pairs(D_r, ...)`` switches the model's structure
         (ENMF history, LightGCN graph) to D_r, and :meth:`erase` updates the parameters.
         An empty request returns Θ_a unchanged.
         """
@@ -169,7 +169,8 @@ class Unlearner(BestStateTrainer):
         start = perf_counter()
         remaining = remaining_dataset(task.train, task.request)
         if len(task.request) > 0:
-            self.model.set_train_data(remaining)
+            request = task.request
+            self.model.drop_pairs(remaining, torch.as_tensor(request.users), torch.as_tensor(request.items))
             self.erase(task, remaining)
         state = self.method_state(task, remaining)
         self.model.eval()
