@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from recbole_unlearn.checkpoint import load_checkpoint, save_checkpoint, write_json
 from recbole_unlearn.config import Config, config_with
-from recbole_unlearn.data import build_loaders, remaining_dataset
+from recbole_unlearn.data import remaining_dataset
+from recbole_unlearn.data.remaining import RemainingLoaders
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.quick_start import Experiment, checkpoint_meta, prepare
 from recbole_unlearn.registry import parse_rows
@@ -252,9 +253,8 @@ def experiment_after(exp: Experiment, train, request, original: torch.nn.Module 
     Θ_u) and for requests of another size on the same Θ_a.
     """
     remaining = remaining_dataset(train, request)
-    _, valid_r, test_r = build_loaders(exp.config, remaining, exp.valid, exp.test)
     return dataclasses.replace(exp, train=train, request=request, original=original, original_row={},
-                               remaining=remaining, valid_r=valid_r, test_r=test_r)
+                               remaining=remaining, loaders=RemainingLoaders(exp.config, remaining, exp.valid, exp.test))
 
 
 def save_model(path: Path, model: torch.nn.Module, config, dataset, **meta) -> None:

@@ -5,8 +5,8 @@ Per seed, Θ_a is trained once (cached) and every unlearner opens an
 request: the model, its method state and its ledger are updated; nothing is evaluated) and
 applies ``--requests`` requests of one random user each (forgetting ⌊n⁺ᵤ/2⌋ of that user's
 remaining interactions), each drawn on the data the previous ones left.  Each request's wall
-time is everything ``session.forget`` does: building the request and D_r, the loaders, the
-method, its state update and the ledger.  The first request also loads Θ_a and pays the
+time is everything ``session.forget`` does: building the request and D_r, the method (and the
+D_r loaders, if the method trains), its state update and the ledger.  The first request also loads Θ_a and pays the
 method's preparation; it is reported apart as well.  After the last request the session's
 model and a Retrain on the final D_r (D_a minus every forgotten pair) are evaluated on the same
 loaders: Recall@20 of all users and the MIA AUC of all forgotten pairs.

@@ -95,7 +95,7 @@ def block_sums(rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, ve
     [m] (None: all 1; ±1 gives a change of the sums in one pass).
     Returns sums of v vᵀ, v ⊙ v and v for each target row (zeros for rows without pairs).
     """
-    n, d, device = len(targets), vectors.shape[1], vectors.device
+    n, device = len(targets), vectors.device
     rows, cols, targets = rows.to(device), cols.to(device), targets.to(device)
     size = max(int(rows.max()) if len(rows) else -1, int(targets.max()) if len(targets) else -1) + 1
     position = torch.full((size,), -1, device=device)

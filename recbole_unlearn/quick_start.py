@@ -26,7 +26,7 @@ from recbole_unlearn.config import Config, config_with
 from recbole_unlearn.console import stage
 from recbole_unlearn.data import ForgetRequest, build_loaders, build_request, inject_pairs, remaining_dataset
 from recbole_unlearn.data.ledger import Ledger, data_fingerprint, token_codes, tokens_of
-from recbole_unlearn.data.remaining import dataset_keys, select_rows
+from recbole_unlearn.data.remaining import RemainingLoaders, dataset_keys, select_rows
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.options import shown
 from recbole_unlearn.report import evaluate_row, forget_user_topk, make_eval_setup, speedups
@@ -127,12 +127,21 @@ class Experiment:
     original: torch.nn.Module
     original_row: dict
     remaining: object  # D_r
-    valid_r: object  # validation loader with history D_r (early stopping of every row)
-    test_r: object  # test loader with history D_r (evaluation of every row)
+    loaders: RemainingLoaders  # validation and test loaders with history D_r, built on first use
     ledger: Ledger = field(default_factory=Ledger)
     checkpoint: Checkpoint | None = None
     source_rows: int = 0
     method_state: tuple[str, dict] | None = None  # (unlearner, tensors) left by the previous request
+
+    @property
+    def valid_r(self):
+        """Validation loader with history D_r (early stopping of every row)."""
+        return self.loaders.valid
+
+    @property
+    def test_r(self):
+        """Test loader with history D_r (evaluation of every row)."""
+        return self.loaders.test
 
 
 def carried_state(config, ckpt: Checkpoint) -> tuple[str, dict] | None:
@@ -264,9 +273,9 @@ def experiment_for(chain: Chain, config: Config | None = None) -> Experiment:
         stage("original: trained in %.1f s, %d epochs%s", train_time, info["epochs"],
               "" if info["converged"] is not False else " (stopped at the epoch cap, still improving)")
     remaining = remaining_dataset(train_a, request)
-    _, valid_r, test_r = build_loaders(config, remaining, chain.valid, chain.test)
-    return Experiment(config, train_a, chain.valid, chain.test, request, original, row, remaining, valid_r, test_r,
-                      chain.ledger, ckpt, chain.source_rows, method_state)
+    return Experiment(config, train_a, chain.valid, chain.test, request, original, row, remaining,
+                      RemainingLoaders(config, remaining, chain.valid, chain.test), chain.ledger, ckpt,
+                      chain.source_rows, method_state)
 
 
 def prepare(config: Config, saved: bool = True, checkpoint: Checkpoint | None = None) -> Experiment:
@@ -281,7 +290,7 @@ def run_unlearner(exp: Experiment, cls: type, config: Config | None = None) -> U
     config = exp.config if config is None else config
     init_seed(config["seed"], config["reproducibility"])
     carried = exp.method_state[1] if exp.method_state and exp.method_state[0] == cls.__name__ else None
-    task = UnlearnTask(config, exp.original, exp.train, exp.request, exp.valid_r, carried)
+    task = UnlearnTask(config, exp.original, exp.train, exp.request, lambda: exp.valid_r, carried)
     return cls(config, copy.deepcopy(exp.original)).unlearn(task)
 
 

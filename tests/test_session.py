@@ -87,3 +87,21 @@ def test_requests_without_evaluation_publish_their_checkpoints_and_chain(tmp_pat
     assert len(last.meta["ledger"]["entries"]) == 2
     assert Path(results[0]["checkpoint"]).parent != Path(results[1]["checkpoint"]).parent  # one run folder each
     assert (Path(results[1]["checkpoint"]).parent / "results.json").is_file()
+
+
+def test_a_request_that_is_not_evaluated_and_trains_nothing_builds_no_loaders(tmp_path, monkeypatch):
+    """The D_r loaders are built on first use: AltEraser with ``evaluate: False`` needs none."""
+    from recbole_unlearn.data import remaining as remaining_module
+
+    pairs = train_tokens(tmp_path)[::5]
+    files = [request_file(tmp_path / f"l{k}.forget", pairs[4 * k: 4 * k + 4]) for k in range(2)]
+    session = UnlearnSession.open("ENMF", TINY, config_dict=cfg(tmp_path, unlearner="AltEraser", evaluate=False),
+                                  saved=False)
+    session.forget(forget_file=files[0])  # trains the original (its validation loader is built)
+    built = []
+    real = remaining_module.create_samplers
+    monkeypatch.setattr(remaining_module, "create_samplers", lambda *a, **k: built.append(1) or real(*a, **k))
+    session.forget(forget_file=files[1])
+    assert built == [] and session.requests == 2
+    session.forget(forget_file=request_file(tmp_path / "w.forget", pairs[40:44]), unlearner="WarmStart")
+    assert built == [1]  # a method that trains builds the validation loader when it needs it

@@ -84,6 +84,36 @@ def train_loader(config, train, shuffle: bool | None = None):
     return get_dataloader(config, "train")(config, train, sampler, shuffle=shuffle)
 
 
+class RemainingLoaders:
+    """The validation and test loaders whose history is ``train`` (D_r), each built on first
+    use: a request that is not evaluated and trains nothing (a platform's request with
+    ``evaluate: False``) never pays for them (about 2 s on ml-1m)."""
+
+    def __init__(self, config, train, valid, test):
+        self.config, self.train, self.valid_data, self.test_data = config, train, valid, test
+        self._samplers = None
+        self._loaders: dict = {}
+
+    def _loader(self, phase: str):
+        if phase not in self._loaders:
+            if self._samplers is None:
+                self._samplers = create_samplers(self.config, self.train, [self.train, self.valid_data, self.test_data])
+            data, sampler = ((self.valid_data, self._samplers[1]) if phase == "valid"
+                             else (self.test_data, self._samplers[2]))
+            self._loaders[phase] = get_dataloader(self.config, phase)(self.config, data, sampler, shuffle=False)
+        return self._loaders[phase]
+
+    @property
+    def valid(self):
+        """Validation loader, history D_r (early stopping)."""
+        return self._loader("valid")
+
+    @property
+    def test(self):
+        """Test loader, history D_r (evaluation of every row)."""
+        return self._loader("test")
+
+
 def build_loaders(config, train, valid, test):
     """(train, valid, test) loaders whose samplers see ``train`` as the training history.
 

@@ -24,7 +24,8 @@ class UnlearnTask:
     """What every unlearner receives.
 
     ``train`` is D_a (the data Θ_a was trained on), ``valid`` the validation loader whose
-    history is D_r (for early stopping); ``original`` is Θ_a, never modified.
+    history is D_r (for early stopping; given as the loader or as a function that builds it,
+    then built on first use); ``original`` is Θ_a, never modified.
     ``method_state`` is what this method carried over from the previous request of a chain
     (see :meth:`Unlearner.method_state`), or None.
     """
@@ -33,8 +34,15 @@ class UnlearnTask:
     original: torch.nn.Module
     train: Any
     request: ForgetRequest
-    valid: Any = None
+    valid_source: Any = None  # the loader, or a zero-argument function returning it
     method_state: dict | None = None
+
+    @property
+    def valid(self):
+        """The validation loader (history D_r), built on first use."""
+        if callable(self.valid_source):
+            self.valid_source = self.valid_source()
+        return self.valid_source
 
 
 @dataclass
