@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from recbole_unlearn.model.protocol import offers
+from recbole_unlearn.unlearner._influence import BPRRowDerivatives
 
 
 class BlockLosses:
@@ -50,6 +51,14 @@ class BlockLosses:
     def block_loss(self, kind: str, rows: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """loss(θ) with θ [len(rows), d] in place of the ``kind`` vectors of ``rows``."""
         return self.model.row_objective(self.users, self.items, self.negatives, kind, rows)
+
+    def block_derivatives(self, kind: str, rows: torch.Tensor):
+        """θ ↦ (g, v ↦ H v) of :meth:`block_loss` in closed form where the model's loss is BPR
+        on its outputs (:class:`BPRRowDerivatives`), else None (double backpropagation)."""
+        if not self.model.bpr_on_outputs or self.negatives is None:
+            return None
+        index = rows if kind == "user" else rows + self.model.n_users
+        return BPRRowDerivatives(self.model, self.users, self.items, self.negatives, index)
 
 
 def neighbours(

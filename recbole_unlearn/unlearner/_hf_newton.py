@@ -29,27 +29,44 @@ class HFSettings:
     grad_tol: float = 1e-6
 
 
-def hf_newton(loss_fn: LossFn, theta: torch.Tensor, s: HFSettings) -> tuple[torch.Tensor, dict]:
-    """Minimise ``loss_fn`` over ``theta`` (any shape) by Hessian-free Newton; returns (θ, stats)."""
+#: θ ↦ (g, v ↦ H v) at θ: the gradient and Hessian-vector products of a block loss
+Derivatives = Callable[[torch.Tensor], tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]]
+
+
+def autograd_derivatives(loss_fn: LossFn) -> Derivatives:
+    """``loss_fn``'s gradient and Hessian-vector products by double backpropagation."""
+    def derivatives(theta: torch.Tensor):
+        theta = theta.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss_fn(theta), theta, create_graph=True)
+
+        def hvp(v: torch.Tensor) -> torch.Tensor:
+            (hv,) = torch.autograd.grad(grad, theta, grad_outputs=v, retain_graph=True)
+            return hv.detach()
+
+        return grad.detach(), hvp
+
+    return derivatives
+
+
+def hf_newton(loss_fn: LossFn, theta: torch.Tensor, s: HFSettings,
+              derivatives: Derivatives | None = None) -> tuple[torch.Tensor, dict]:
+    """Minimise ``loss_fn`` over ``theta`` (any shape) by Hessian-free Newton; returns (θ, stats).
+
+    ``derivatives``: the loss's gradient and Hessian-vector products where they are known in
+    closed form (the same values, cheaper); None: by double backpropagation.
+    """
+    derivatives = derivatives or autograd_derivatives(loss_fn)
     theta = theta.detach().clone()
     mu = s.damping
     stats = {"steps": 0, "cg_iters": 0}
     for _ in range(s.max_steps):
-        theta.requires_grad_(True)
-        loss = loss_fn(theta)
-        (grad,) = torch.autograd.grad(loss, theta, create_graph=True)
-        if torch.linalg.vector_norm(grad) <= s.grad_tol:
+        g, hvp = derivatives(theta)
+        if torch.linalg.vector_norm(g) <= s.grad_tol:
             break
-
-        def hvp(v: torch.Tensor) -> torch.Tensor:
-            (hv,) = torch.autograd.grad(grad, theta, grad_outputs=v, retain_graph=True)
-            return hv
-
-        g = grad.detach()
         delta, iters = conjugate_gradient(hvp, -g, mu, s.cg_tol, s.cg_iters)
         predicted = float(torch.sum(g * delta) + 0.5 * torch.sum(delta * hvp(delta)))
-        theta = theta.detach()
-        base = float(loss.detach())
+        with torch.no_grad():
+            base = float(loss_fn(theta))
         step, new_loss = 1.0, base
         with torch.no_grad():
             for _ in range(20):  # Armijo backtracking

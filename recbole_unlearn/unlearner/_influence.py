@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
@@ -195,3 +196,56 @@ class BPRTriples:
         a = f2 * (flat.index_select(0, pi) - flat.index_select(0, pj))
         flat.zero_().index_add_(0, pi, a).index_add_(0, pj, -a)  # ds now holds A
         return torch.addmm(ds @ item_e, b, w_item), torch.addmm(ds.T @ user_e, b.T, w_user)
+
+
+class BPRRowDerivatives:
+    """The gradient and Hessian-vector products of a BPR model's mean objective on fixed
+    triples, as a function of some ego rows θ [m, d], in closed form (:class:`BPRTriples`).
+
+    The objective is ``PairwiseModel.objective_fn``: (1/T) Σ_t [−log σ(e_uᵀ(e_i − e_j)) +
+    reg_weight/2 (‖e⁰_u‖² + ‖e⁰_i‖² + ‖e⁰_j‖²)], e = M e⁰ with M the model's propagation on its
+    current graph (linear and symmetric: the identity without a graph).  Calling it at θ gives
+    (g [m, d], v ↦ H v) with g and H exact; each product is two propagations and one pass over
+    the triples, where double backpropagation through the objective costs far more.
+
+    ``users``/``items``/``negatives``: [T] internal ids; ``index``: the ego rows of θ (users
+    first, item ``i`` is row ``n_users + i``), [m].
+    """
+
+    def __init__(self, model, users: Tensor, items: Tensor, negatives: Tensor, index: Tensor):
+        u, i, j = (torch.as_tensor(a).long().cpu().numpy() for a in (users, items, negatives))
+        n_users, n_items, count = model.n_users, model.n_items, len(u)
+        self.model, self.index = model, torch.as_tensor(index).long()
+        self.triples = BPRTriples(u, i, j, np.full(count, 1.0 / max(count, 1)), n_users, n_items)
+        self.reg_all = model.reg_weight / max(count, 1) * node_counts(n_users, n_items, u, i, j)  # [n_nodes]
+        self.reg = self.reg_all[self.index][:, None]
+        graph = model.graph()
+        self.graph = None if graph is None else graph.to_sparse_csr()
+
+    def _back(self, grads: tuple[Tensor, Tensor]) -> Tensor:
+        """Mᵀ (= M) of output-space vectors, restricted to the rows of θ, [m, d]."""
+        user_e, item_e = self.model.propagate(torch.cat(grads), self.graph)
+        return torch.cat([user_e, item_e]).index_select(0, self.index)
+
+    @torch.no_grad()
+    def loss(self, theta: Tensor) -> Tensor:
+        """The objective at θ (the value of ``row_objective``), a scalar."""
+        ego = self.model.ego_embeddings().detach().index_copy(0, self.index, theta)
+        user_e, item_e = self.model.propagate(ego, self.graph)
+        t = self.triples
+        diff = item_e.index_select(0, t.i) - item_e.index_select(0, t.j)
+        margin = (user_e.index_select(0, t.u) * diff).sum(-1)
+        return (t.w * F.softplus(-margin)).sum() + 0.5 * (self.reg_all * ego.square().sum(-1)).sum()
+
+    @torch.no_grad()
+    def __call__(self, theta: Tensor):
+        base = self.model.ego_embeddings().detach()
+        self.triples.at(*self.model.propagate(base.index_copy(0, self.index, theta), self.graph))
+        g = self._back(self.triples.grad()).add_(self.reg * theta)
+        full = torch.zeros_like(base)
+
+        def hvp(v: Tensor) -> Tensor:
+            w = self.model.propagate(full.index_copy_(0, self.index, v), self.graph)
+            return self._back(self.triples.hvp(*w)).addcmul_(self.reg.expand_as(v), v)
+
+        return g, hvp

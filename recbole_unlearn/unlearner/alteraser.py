@@ -17,7 +17,9 @@ batched d×d solves; with ``alt_cache`` the item blocks of Θ_a are computed onc
 request (``pretrain_time_s``) and downdated by the forgetting users' pairs in the erase pass —
 the paper's remark that H_a can be computed beforehand.
 ``hf_newton`` — Hessian-free Newton on any differentiable block loss (``_hf_newton``): the
-model's ``row_objective`` on D_r (a sampled loss with negatives drawn once, seeded).
+model's ``row_objective`` on D_r (a sampled loss with negatives drawn once, seeded); for a BPR
+loss on the outputs (LightGCN, BPR) its gradient and Hessian-vector products are taken in
+closed form (``BPRRowDerivatives``: two propagations per product), else by double backprop.
 ``adamw`` — the paper's first-order ablation on the same block losses.
 """
 from __future__ import annotations
@@ -140,7 +142,9 @@ class AltEraser(Unlearner):
             loss_fn = losses.block_loss(kind, batch)
             if p.alt_optimizer == "hf_newton":
                 settings = HFSettings(p.hf_max_steps, p.hf_cg_iters, p.hf_cg_tol, p.hf_damping)
-                theta, _ = hf_newton(loss_fn, table.data[batch], settings)
+                closed = losses.block_derivatives(kind, batch)
+                theta, _ = (hf_newton(loss_fn, table.data[batch], settings) if closed is None
+                            else hf_newton(closed.loss, table.data[batch], settings, closed))
             else:
                 theta, _ = adamw_minimise(loss_fn, table.data[batch], p.adamw_lr, p.adamw_steps)
             table.data[batch] = theta
