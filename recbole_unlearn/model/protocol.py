@@ -25,9 +25,10 @@ Required of every model:
 * ``proba(scores)`` — the model's link from scores to probabilities.
 
 Provided here, overridden where a model knows better: ``ego_embeddings``, ``write_ego``,
-``drop_pairs`` (the structure of D_r after a request), ``training_loss``, ``final_embeddings``, ``graph`` / ``propagate`` (graph models),
-``row_objective``, ``history_of``, and the optional capability ``exact_blocks`` (closed-form
-row re-solves, as ``implicit``'s ALS offers ``partial_fit_users``).
+``drop_pairs`` (the structure of D_r after a request), ``training_loss``,
+``final_embeddings``, ``graph`` / ``propagate`` (graph models), ``row_objective``,
+``history_of``, and the optional capability ``exact_blocks`` (closed-form row re-solves, as
+``implicit``'s ALS offers ``partial_fit_users``).
 """
 from __future__ import annotations
 
