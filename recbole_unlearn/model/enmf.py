@@ -81,11 +81,11 @@ class PairHistory:
         owner = torch.repeat_interleave(touched, lens)  # the entries of the touched users' segments
         entries = torch.repeat_interleave(self.starts[touched], lens) + _offsets(lens)
         n_items = int(max(int(self.items.max()) if len(self.items) else 0, int(items.max()) if len(items) else 0)) + 1
-        drop = entries[torch.isin(owner * n_items + self.items[entries], users * n_items + items)]
+        dropped = torch.isin(owner * n_items + self.items[entries], users * n_items + items)
         keep = torch.ones(len(self.items), dtype=torch.bool, device=self.items.device)
-        keep[drop] = False
+        keep[entries[dropped]] = False
         out.items = self.items[keep]
-        out.lens = self.lens - torch.bincount(owner[torch.isin(entries, drop)], minlength=len(self.lens))
+        out.lens = self.lens - torch.bincount(owner[dropped], minlength=len(self.lens))
         out.starts = torch.cumsum(out.lens, 0) - out.lens
         return out
 
