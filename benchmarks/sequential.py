@@ -90,6 +90,8 @@ def _run_seed(bench, seed, chains, todo, n_requests, users_per_request, bar) -> 
         train = steps[-1].remaining
     setups = [make_eval_setup(base, s.remaining, exp.valid, s.test_r, union(requests[: t + 1]))
               for t, s in enumerate(steps)]
+    for s in steps:  # each step's validation loader is shared by every chain, built before them
+        s.loaders.valid  # noqa: B018
     references = None
     for variant in chains:  # Retrain first: its top-k lists are the RBO references
         name, cls = variant.name, variant.cls

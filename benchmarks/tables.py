@@ -71,6 +71,7 @@ def _run_seed(bench: Bench, seed: int, variants: list[Variant], todo: list[str],
     bar.set_postfix_str(f"seed {seed}: Original")
     exp, train_time = prepare_cached(bench, base, seed)
     setup = make_eval_setup(base, exp.remaining, exp.valid, exp.test_r, exp.request)
+    exp.loaders.valid  # noqa: B018  (shared by every row, built before any of them)
     plan = comparison_plan(config_with(base, compare="retrain"), Retrain)  # Retrain, Retrain*
     plan += [(v.name, v.cls, v.config(bench, seed)) for v in extra_rows(variants)]
 

@@ -182,6 +182,8 @@ def run_rows(exp: Experiment, plan, unlearner_cls) -> RunRows:
     rows: dict[str, dict] = {"Original": exp.original_row}
     models: dict[str, torch.nn.Module] = {"Original": exp.original}
     states: dict[str, dict | None] = {}
+    if config["evaluate"]:  # rows compared with each other share the validation loader, built before any of them
+        exp.loaders.valid  # noqa: B018
     for name, cls, cfg in plan:
         stage("unlearning: %s ...", name)
         outcome = run_unlearner(exp, cls, cfg)
