@@ -108,7 +108,7 @@ def _latency_section(result_dir: Path) -> list[str]:
     exp = read_json(result_dir / "experiment.json")
     summary = latency.summarize(result_dir)
     lines = [f"## Latency: {exp['dataset']} · {exp['model']} · {exp['requests']} single-user requests in one session", "",
-             "Each request's wall time covers everything `session.forget` does (request, D_r, loaders, the method, "
+             "Each request's wall time covers everything `session.forget` does (request, D_r, the D_r loaders if the method trains, the method, "
              "its state update, the ledger); the first also loads Θ_a and pays the method's preparation.  Quality "
              "after the last request: the session's model and a Retrain on the final remaining data, same loaders.", ""]
     return lines + _run_info(result_dir, exp) + [latency.markdown_tables(summary), ""]
