@@ -24,7 +24,7 @@ from recbole.utils import init_seed
 from recbole_unlearn.checkpoint import Checkpoint, read_checkpoint, remap_rows
 from recbole_unlearn.config import Config, config_with
 from recbole_unlearn.console import stage
-from recbole_unlearn.data import ForgetRequest, build_loaders, build_request, inject_pairs, remaining_dataset
+from recbole_unlearn.data import ForgetRequest, build_request, inject_pairs, remaining_dataset
 from recbole_unlearn.data.ledger import Ledger, data_fingerprint, token_codes, tokens_of
 from recbole_unlearn.data.remaining import RemainingLoaders, dataset_keys, select_rows
 from recbole_unlearn.errors import UnlearnInputError
@@ -265,7 +265,7 @@ def experiment_for(chain: Chain, config: Config | None = None) -> Experiment:
         row = {"train_time_s": None, "checkpoint": str(config["checkpoint"])}
         stage("original: loaded from %s", config["checkpoint"])
     else:
-        _, valid_a, _ = build_loaders(config, train_a, chain.valid, chain.test)
+        valid_a = RemainingLoaders(config, train_a, chain.valid, chain.test).valid
         stage("original: training %s on %d interactions ...", config["model"], len(train_a.inter_feat))
         original, train_time, info = train_original(config, train_a, valid_a)
         row = {"train_time_s": train_time, "epochs": info["epochs"], "original_converged": info["converged"],

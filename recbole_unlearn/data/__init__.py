@@ -1,7 +1,7 @@
 """Forget requests, the remaining data D_r, and the loaders every row is trained and evaluated on."""
 from recbole_unlearn.data.forget import ForgetRequest, build_request, load_forget_file
 from recbole_unlearn.data.remaining import (
-    build_loaders,
+    RemainingLoaders,
     inject_pairs,
     pair_keys,
     remaining_dataset,
@@ -12,7 +12,7 @@ __all__ = [
     "ForgetRequest",
     "build_request",
     "load_forget_file",
-    "build_loaders",
+    "RemainingLoaders",
     "inject_pairs",
     "pair_keys",
     "remaining_dataset",

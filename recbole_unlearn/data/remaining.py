@@ -85,8 +85,8 @@ def train_loader(config, train, shuffle: bool | None = None):
 
 
 class RemainingLoaders:
-    """The validation and test loaders whose history is ``train`` (D_r), each built on first
-    use: a request that is not evaluated and trains nothing (a platform's request with
+    """The validation and test loaders whose history is ``train`` (D_r after a request, D_a
+    before one), each built on first use: a request that is not evaluated and trains nothing (a platform's request with
     ``evaluate: False``) never pays for them (about 2 s on ml-1m)."""
 
     def __init__(self, config, train, valid, test):
@@ -112,17 +112,3 @@ class RemainingLoaders:
     def test(self):
         """Test loader, history D_r (evaluation of every row)."""
         return self._loader("test")
-
-
-def build_loaders(config, train, valid, test):
-    """(train, valid, test) loaders whose samplers see ``train`` as the training history.
-
-    Built once per run from D_r and shared by every row: forgotten items are then not masked
-    in valid/test ranking, exactly what a retrained model is evaluated with.
-    """
-    train_s, valid_s, test_s = create_samplers(config, train, [train, valid, test])
-    return (
-        get_dataloader(config, "train")(config, train, train_s, shuffle=config["shuffle"]),
-        get_dataloader(config, "valid")(config, valid, valid_s, shuffle=False),
-        get_dataloader(config, "test")(config, test, test_s, shuffle=False),
-    )

@@ -59,14 +59,14 @@ def hf_newton(loss_fn: LossFn, theta: torch.Tensor, s: HFSettings,
     theta = theta.detach().clone()
     mu = s.damping
     stats = {"steps": 0, "cg_iters": 0}
+    with torch.no_grad():
+        base = float(loss_fn(theta))  # the loss at θ; each accepted step's value carries over
     for _ in range(s.max_steps):
         g, hvp = derivatives(theta)
         if torch.linalg.vector_norm(g) <= s.grad_tol:
             break
         delta, iters = conjugate_gradient(hvp, -g, mu, s.cg_tol, s.cg_iters)
         predicted = float(torch.sum(g * delta) + 0.5 * torch.sum(delta * hvp(delta)))
-        with torch.no_grad():
-            base = float(loss_fn(theta))
         step, new_loss = 1.0, base
         with torch.no_grad():
             for _ in range(20):  # Armijo backtracking
@@ -79,6 +79,7 @@ def hf_newton(loss_fn: LossFn, theta: torch.Tensor, s: HFSettings,
         theta = theta + step * delta
         ratio = (new_loss - base) / predicted if predicted < 0 else 0.0
         mu = mu * 2 / 3 if ratio > 0.75 else (mu * 1.5 if ratio < 0.25 else mu)
+        base = new_loss
         stats["steps"] += 1
         stats["cg_iters"] += iters
         if step == 0.0:

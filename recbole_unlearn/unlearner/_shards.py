@@ -33,7 +33,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, init_seed
 
 from recbole_unlearn.checkpoint import load_checkpoint, save_checkpoint
-from recbole_unlearn.data.remaining import build_loaders, dataset_keys, pair_keys, select_rows, train_loader
+from recbole_unlearn.data.remaining import RemainingLoaders, dataset_keys, pair_keys, select_rows, train_loader
 from recbole_unlearn.data.ledger import data_fingerprint
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.model.protocol import require
@@ -290,7 +290,7 @@ class ShardedUnlearner(Unlearner):
         ensemble = self.ensemble_class(self.config, task.train, dataset_keys(task.train), shard_of, models)
         valid = None
         if self.has_aggregator and valid_ds is not None and self.config["eval_step"] > 0:
-            valid = build_loaders(self.config, task.train, valid_ds, valid_ds)[1]  # history D_a
+            valid = RemainingLoaders(self.config, task.train, valid_ds, valid_ds).valid  # history D_a
         self.refresh_aggregator(ensemble.to(self.device), task.train, valid)
         return ensemble
 
@@ -338,7 +338,7 @@ class ShardedUnlearner(Unlearner):
         if not keep.any():
             return None
         sub = select_rows(valid_ds, np.flatnonzero(keep))
-        return build_loaders(self.config, data, sub, sub)[1]
+        return RemainingLoaders(self.config, data, sub, sub).valid
 
     # ---- persistence -----------------------------------------------------------------------
     def _checkpoint(self, task) -> tuple[Path, dict]:

@@ -142,9 +142,8 @@ class AltEraser(Unlearner):
             loss_fn = losses.block_loss(kind, batch)
             if p.alt_optimizer == "hf_newton":
                 settings = HFSettings(p.hf_max_steps, p.hf_cg_iters, p.hf_cg_tol, p.hf_damping)
-                closed = losses.block_derivatives(kind, batch)
-                theta, _ = (hf_newton(loss_fn, table.data[batch], settings) if closed is None
-                            else hf_newton(closed.loss, table.data[batch], settings, closed))
+                closed = losses.block_derivatives(kind, batch)  # None: by double backprop
+                theta, _ = hf_newton(loss_fn if closed is None else closed.loss, table.data[batch], settings, closed)
             else:
                 theta, _ = adamw_minimise(loss_fn, table.data[batch], p.adamw_lr, p.adamw_steps)
             table.data[batch] = theta
