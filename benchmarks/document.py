@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from benchmarks import latency, paper, plots, scaling, sequential, tables
+from benchmarks import latency, memory, paper, plots, scaling, sequential, tables
 from benchmarks.common import NON_RESULT_KEYS, machine, now, read_json, run_records
 from benchmarks.scaling import SCALING_DATASETS
 from recbole_unlearn.checkpoint import atomic_write, write_json
@@ -150,6 +150,12 @@ def write_report(out: Path, report: Path) -> Path:
         body += _sequential_section(exp_file.parent, report, plot_dir)
     for exp_file in sorted((out / "latency").glob("*/experiment.json")):
         body += _latency_section(exp_file.parent)
+    if (out / "memory").is_dir() and (mem := memory.memory_section(out / "memory")):
+        body += ["## Memory: peak RSS and time of one request at gowalla / yelp scale", "",
+                 "Each row ran in its own process (Θ_a loaded from the cache); peak RSS is the process's high-water mark, "
+                 "the RSS before the method is what loading the data and Θ_a took, the persistent state is what the "
+                 "method keeps for the next request.  The Original row is the training of Θ_a under the stated epoch cap "
+                 "(and its evaluation).", "", mem, ""]
     by_model: dict[str, list[Path]] = {}
     for exp_file in sorted((out / "scaling").glob("*/experiment.json")):
         by_model.setdefault(read_json(exp_file)["model"], []).append(exp_file.parent)

@@ -8,10 +8,11 @@ usage:
       --request_sizes=1,2,4,8,16,32,64,128,256,512 ...
   python benchmarks/run.py --suite=shards --request_sizes=1,8,64 --seeds=1   # the tables per request size
   python benchmarks/run.py --suite=latency --requests=1000 --unlearners=alteraser --seeds=1 ...
+  python benchmarks/run.py --suite=memory --dataset=gowalla-lightgcn --model=ENMF --unlearners=alteraser --epochs=10 ...
   python benchmarks/run.py --suite=report                                    # only regenerate BENCHMARKS.md
 
 Benchmark keys (everything else, RecBole-style ``--key=value``, goes into the Config of every run):
-  suite          tables | sequential | scaling | shards | latency | all | report  (tables)
+  suite          tables | sequential | scaling | shards | latency | memory | all | report  (tables)
   dataset        dataset name (ml-100k ships with RecBole)                (ml-100k)
   model          a plugin model (ENMF, LightGCN, ...)                     (ENMF)
   unlearners     comma-separated registered names, any case; a row with     (all registered;
@@ -21,6 +22,7 @@ Benchmark keys (everything else, RecBole-style ``--key=value``, goes into the Co
   seed           first seed                                               (2020)
   requests, request_users   sequential: N requests of K users             (10, 8)
                             latency: N single-user requests in one session (1000)
+                            memory: one request of K users, each row in its own process (K = 64)
   datasets, request_sizes   scaling: datasets and request sizes (users)   (--dataset; 1,2,...,512)
                             shards: the tables suite (private) at each size  (1,8,64)
   out, cache     results folder (committed) / checkpoint folder (not)     (benchmarks/results, benchmarks/.cache)
@@ -45,14 +47,15 @@ import torch  # noqa: E402
 from benchmarks.common import REPO_ROOT, Bench, parse_unlearners, seed_list  # noqa: E402
 from recbole_unlearn.errors import UnlearnInputError  # noqa: E402
 
-SUITES = ("tables", "sequential", "scaling", "shards", "latency", "all", "report")
+SUITES = ("tables", "sequential", "scaling", "shards", "latency", "memory", "all", "report")
 #: per-suite defaults of the keys left unset
-SUITE_DEFAULTS = {"scaling": {"request_sizes": "1,2,4,8,16,32,64,128,256,512"},
+SUITE_DEFAULTS = {"sequential": {"request_users": "8"}, "memory": {"request_users": "64"},
+                  "scaling": {"request_sizes": "1,2,4,8,16,32,64,128,256,512"},
                   "shards": {"request_sizes": "1,8,64", "unlearners": "sisa,receraser"},
                   "latency": {"requests": "1000", "unlearners": "alteraser"}}
 DEFAULTS = {
     "suite": "tables", "dataset": "ml-100k", "model": "ENMF", "unlearners": None, "scenario": "private",
-    "seeds": "3", "seed": "2020", "requests": None, "request_users": "8", "datasets": None,
+    "seeds": "3", "seed": "2020", "requests": None, "request_users": None, "datasets": None,
     "request_sizes": None, "out": str(REPO_ROOT / "benchmarks" / "results"),
     "cache": str(REPO_ROOT / "benchmarks" / ".cache"), "report": str(REPO_ROOT / "BENCHMARKS.md"), "threads": "1",
     "device": "cpu",
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(opts: dict, overrides: dict, command: str | None = None) -> Path:
     """Run the suite(s) ``opts`` asks for, then regenerate the report; returns its path."""
-    from benchmarks import document, latency, scaling, sequential, tables
+    from benchmarks import document, latency, memory, scaling, sequential, tables
     from recbole_unlearn.unlearner import unlearner_names
 
     suite = opts["suite"]
@@ -126,7 +129,7 @@ def run(opts: dict, overrides: dict, command: str | None = None) -> Path:
     if suite in ("tables", "all"):
         tables.run_tables(bench("tables", opts["dataset"], opts["scenario"]), unlearners, seeds, command)
     if suite in ("sequential", "all"):
-        n, k = _ints(opts["requests"] or "10", "requests")[0], _ints(opts["request_users"], "request_users")[0]
+        n, k = _ints(opts["requests"] or "10", "requests")[0], _ints(key("request_users", "sequential"), "request_users")[0]
         sequential.run_sequential(bench("sequential", opts["dataset"], opts["scenario"], f"{n}x{k}"),
                                   unlearners, seeds, n, k, command)
     if suite in ("scaling", "all"):
@@ -143,6 +146,9 @@ def run(opts: dict, overrides: dict, command: str | None = None) -> Path:
         n = _ints(key("requests", "latency"), "requests")[0]
         latency.run_latency(bench("latency", opts["dataset"], "private"), parse_unlearners(key("unlearners", "latency")),
                             seeds, n, command)
+    if suite == "memory":  # not part of "all": one process per row on a large dataset
+        k = _ints(key("request_users", "memory"), "request_users")[0]
+        memory.run_memory(bench("memory", opts["dataset"], "private"), unlearners, seeds, k, int(opts["threads"]), command)
     return document.write_report(Path(opts["out"]), Path(opts["report"]))
 
 

@@ -1,0 +1,136 @@
+"""Memory: peak resident memory and time of one request on a large dataset, each row in its own process.
+
+Per seed, one child process trains Θ_a under the run's epoch cap (or loads it from the cache)
+and reports its peak RSS; then every unlearner runs in a fresh child process that loads the
+cached Θ_a and the split, applies one ``private`` request of ``--request_users`` random users
+(as the scaling suite draws it) and reports its peak RSS, the RSS it had before the method
+started (data, Θ_a and the process itself), the request's ``time_s`` and the size of every
+persistent state it keeps (the method state carried to the next request).  Retrain runs as a
+row too, so every speed-up is against a Retrain of the same run.  The RSS is the kernel's high-water mark
+(``getrusage``), so a row's figure is the largest the process ever was.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from time import perf_counter
+
+import torch
+
+from benchmarks.common import (
+    REPO_ROOT, Bench, Variant, errors_text, experiment_after, finished, machine, markdown_table, now,
+    parse_unlearners, prepare_cached, progress, read_json, run_records, write_error,
+)
+from benchmarks.scaling import sized_request
+from recbole_unlearn.checkpoint import write_json
+from recbole_unlearn.errors import UnlearnInputError
+from recbole_unlearn.unlearner.retrain import Retrain
+
+ORIGINAL = "Original"
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_memory(bench: Bench, variants: list[Variant], seeds: list[int], size: int, threads: int,
+               command: str | None = None) -> None:
+    """Run every missing (seed, row) in a child process; Retrain is always one of the rows."""
+    names = [v.name for v in variants]
+    rows = ([] if Retrain.__name__ in names else [Retrain.__name__]) + names
+    bench.write_experiment(command, unlearners=rows, request_users=size)
+    bar = progress(len(seeds) * (len(rows) + 1), f"memory {bench.key}")
+    try:
+        for seed in seeds:
+            for row in [ORIGINAL] + rows:
+                path = bench.result_path(seed, row)
+                if not finished(path):
+                    bar.set_postfix_str(f"seed {seed}: {row}")
+                    _spawn(bench, seed, row, size, threads, path)
+                bar.update(1)
+    finally:
+        bar.close()
+
+
+def _spawn(bench: Bench, seed: int, row: str, size: int, threads: int, path: Path) -> None:
+    spec = {"bench": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(bench).items() if k != "_configs"},
+            "seed": seed, "row": row, "size": size, "threads": threads, "path": str(path)}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.memory", json.dumps(spec)], cwd=REPO_ROOT)
+    if done.returncode != 0 and not path.is_file():
+        write_error(path, bench, seed, row, RuntimeError(f"the child process exited with {done.returncode}"))
+
+
+def _child(spec: dict) -> None:
+    torch.set_num_threads(int(spec["threads"]))
+    bench = Bench(**spec["bench"])
+    seed, row, path = spec["seed"], spec["row"], Path(spec["path"])
+    start = perf_counter()
+    exp, train_time = prepare_cached(bench, bench.config("Retrain", seed), seed)
+    record = {"dataset": bench.dataset, "model": bench.model, "seed": seed, "row": row,
+              "train": {"users": int(exp.train.user_num - 1), "items": int(exp.train.item_num - 1),
+                        "interactions": int(exp.train.inter_num)},
+              "date": now(), "machine": machine(), "overrides": bench.overrides}
+    if row == ORIGINAL:
+        write_json(path, {**record, "peak_rss_mb": peak_rss_mb(), "train_time_s": train_time,
+                          "stage_time_s": perf_counter() - start, "epochs": exp.original_row.get("epochs")})
+        return
+    from recbole_unlearn.quick_start import run_unlearner
+    variant = parse_unlearners(row)[0]
+    step = experiment_after(exp, exp.train, sized_request(exp.train, spec["size"], seed), exp.original)
+    before = peak_rss_mb()
+    try:
+        outcome = run_unlearner(step, variant.cls, variant.config(bench, seed))
+    except UnlearnInputError as e:
+        write_error(path, bench, seed, row, e)
+        return
+    state = {k: int(v.numel() * v.element_size()) for k, v in (outcome.state or {}).items()}
+    write_json(path, {**record, "size": spec["size"], "forget": step.request.summary(),
+                      "peak_rss_mb": peak_rss_mb(), "loaded_rss_mb": before, "time_s": outcome.time_s,
+                      "pretrain_time_s": outcome.info.get("pretrain_time_s"),
+                      "prepare_time_s": outcome.info.get("prepare_time_s"), "state_bytes": state,
+                      "info": outcome.info})
+
+
+def memory_section(result_root: Path) -> str:
+    """The markdown of every memory experiment under ``result_root`` (results/memory)."""
+    parts = []
+    for folder in sorted(p for p in result_root.glob("*") if p.is_dir()):
+        records, errors = run_records(folder)
+        exp = read_json(folder / "experiment.json") or {}
+        if not records:
+            continue
+        by_seed: dict[int, dict[str, dict]] = {}
+        for r in records:
+            by_seed.setdefault(r["seed"], {})[r["row"]] = r
+        parts.append(f"**{folder.name}** — " + "; ".join(f"`{c['command']}`" for c in exp.get("commands", [])))
+        table = []
+        for seed, rows in sorted(by_seed.items()):
+            retrain = rows.get(Retrain.__name__, {}).get("time_s")
+            order = sorted(rows, key=lambda n: (n != ORIGINAL, n != Retrain.__name__, n))
+            for name in order:
+                r = rows[name]
+                if name == ORIGINAL:
+                    table.append([str(seed), f"{name} ({r.get('epochs')} epochs)", f"{r['peak_rss_mb']:.0f}", "–",
+                                  f"{r['train_time_s']:.1f} (training)", "–", "–", "–"])
+                    continue
+                state = sum(r.get("state_bytes", {}).values())
+                ratio = f"{retrain / r['time_s']:.0f}×" if retrain and r["time_s"] > 0 else "–"
+                prep = r.get("prepare_time_s")
+                table.append([str(seed), name, f"{r['peak_rss_mb']:.0f}", f"{r['loaded_rss_mb']:.0f}",
+                              f"{r['time_s']:.3f}", ratio, "–" if prep is None else f"{prep:.1f}",
+                              f"{state / 2**20:.1f}" if state else "0"])
+        parts.append(markdown_table(["seed", "row", "peak RSS (MiB)", "RSS before the method (MiB)", "time_s",
+                                     "speed-up vs Retrain", "preparation (s)", "persistent state (MiB)"], table))
+        if errors:
+            parts.append(errors_text(errors))
+    return "\n\n".join(parts)
+
+
+if __name__ == "__main__":
+    _child(json.loads(sys.argv[1]))
+
