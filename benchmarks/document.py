@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from benchmarks import latency, memory, paper, plots, scaling, sequential, tables
+from benchmarks import group, latency, memory, paper, plots, scaling, sequential, tables
 from benchmarks.common import NON_RESULT_KEYS, machine, now, read_json, run_records
 from benchmarks.scaling import SCALING_DATASETS
 from recbole_unlearn.checkpoint import atomic_write, write_json
@@ -156,6 +156,13 @@ def write_report(out: Path, report: Path) -> Path:
                  "the RSS before the method is what loading the data and Θ_a took, the persistent state is what the "
                  "method keeps for the next request.  The Original row is the training of Θ_a under the stated epoch cap "
                  "(and its evaluation).", "", mem, ""]
+    if (out / "group").is_dir() and (grp := group.group_section(out / "group")):
+        body += ["## Process groups: one request with 1 and 2 processes (torch.distributed, gloo)", "",
+                 "Each row started a group of N processes on this machine, one torch thread each; the time is rank 0's "
+                 "`time_s` (the group's wall time for the request), the speed-up is against the 1-process run of the "
+                 "same row, the peak RSS is each process's high-water mark (the data and Θ_a included), the item cache "
+                 "is AltEraser's item-block cache each rank holds, and the last column compares rank 0's unlearned "
+                 "parameters with the 1-process run's.", "", grp, ""]
     by_model: dict[str, list[Path]] = {}
     for exp_file in sorted((out / "scaling").glob("*/experiment.json")):
         by_model.setdefault(read_json(exp_file)["model"], []).append(exp_file.parent)

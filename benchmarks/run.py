@@ -9,10 +9,11 @@ usage:
   python benchmarks/run.py --suite=shards --request_sizes=1,8,64 --seeds=1   # the tables per request size
   python benchmarks/run.py --suite=latency --requests=1000 --unlearners=alteraser --seeds=1 ...
   python benchmarks/run.py --suite=memory --dataset=gowalla-lightgcn --model=ENMF --unlearners=alteraser --epochs=10 ...
+  python benchmarks/run.py --suite=group --dataset=ml-1m --model=ENMF --unlearners=sisa --nprocs=1,2 --seeds=1 ...
   python benchmarks/run.py --suite=report                                    # only regenerate BENCHMARKS.md
 
 Benchmark keys (everything else, RecBole-style ``--key=value``, goes into the Config of every run):
-  suite          tables | sequential | scaling | shards | latency | memory | all | report  (tables)
+  suite          tables | sequential | scaling | shards | latency | memory | group | all | report  (tables)
   dataset        dataset name (ml-100k ships with RecBole)                (ml-100k)
   model          a plugin model (ENMF, LightGCN, ...)                     (ENMF)
   unlearners     comma-separated registered names, any case; a row with     (all registered;
@@ -23,6 +24,7 @@ Benchmark keys (everything else, RecBole-style ``--key=value``, goes into the Co
   requests, request_users   sequential: N requests of K users             (10, 8)
                             latency: N single-user requests in one session (1000)
                             memory: one request of K users, each row in its own process (K = 64)
+  nprocs         group: the process counts of every row (gloo; 1 is always run)  (1,2)
   datasets, request_sizes   scaling: datasets and request sizes (users)   (--dataset; 1,2,...,512)
                             shards: the tables suite (private) at each size  (1,8,64)
   out, cache     results folder (committed) / checkpoint folder (not)     (benchmarks/results, benchmarks/.cache)
@@ -47,7 +49,7 @@ import torch  # noqa: E402
 from benchmarks.common import REPO_ROOT, Bench, parse_unlearners, seed_list  # noqa: E402
 from recbole_unlearn.errors import UnlearnInputError  # noqa: E402
 
-SUITES = ("tables", "sequential", "scaling", "shards", "latency", "memory", "all", "report")
+SUITES = ("tables", "sequential", "scaling", "shards", "latency", "memory", "group", "all", "report")
 #: per-suite defaults of the keys left unset
 SUITE_DEFAULTS = {"sequential": {"request_users": "8"}, "memory": {"request_users": "64"},
                   "scaling": {"request_sizes": "1,2,4,8,16,32,64,128,256,512"},
@@ -58,7 +60,7 @@ DEFAULTS = {
     "seeds": "3", "seed": "2020", "requests": None, "request_users": None, "datasets": None,
     "request_sizes": None, "out": str(REPO_ROOT / "benchmarks" / "results"),
     "cache": str(REPO_ROOT / "benchmarks" / ".cache"), "report": str(REPO_ROOT / "BENCHMARKS.md"), "threads": "1",
-    "device": "cpu",
+    "device": "cpu", "nprocs": "1,2",
 }
 
 
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(opts: dict, overrides: dict, command: str | None = None) -> Path:
     """Run the suite(s) ``opts`` asks for, then regenerate the report; returns its path."""
-    from benchmarks import document, latency, memory, scaling, sequential, tables
+    from benchmarks import document, group, latency, memory, scaling, sequential, tables
     from recbole_unlearn.unlearner import unlearner_names
 
     suite = opts["suite"]
@@ -149,6 +151,9 @@ def run(opts: dict, overrides: dict, command: str | None = None) -> Path:
     if suite == "memory":  # not part of "all": one process per row on a large dataset
         k = _ints(key("request_users", "memory"), "request_users")[0]
         memory.run_memory(bench("memory", opts["dataset"], "private"), unlearners, seeds, k, int(opts["threads"]), command)
+    if suite == "group":  # not part of "all": it needs every core to itself
+        group.run_group(bench("group", opts["dataset"], opts["scenario"]), unlearners, seeds, _ints(opts["nprocs"], "nprocs"),
+                        int(opts["threads"]), command)
     return document.write_report(Path(opts["out"]), Path(opts["report"]))
 
 

@@ -8,6 +8,7 @@ carries only the error.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 
 from recbole_unlearn.errors import UnlearnInputError
@@ -61,6 +62,11 @@ def main(argv: list[str] | None = None, prog: str = "python run_unlearn.py") -> 
             ok, message = verify_audit(opts["verify_audit"])
             print(message if ok else "error: " + message, file=sys.stdout if ok else sys.stderr)
             return 0 if ok else 1
+        nproc = int(opts.get("nproc", 1)) if str(opts.get("nproc", "1")).strip().isdigit() else 0
+        if nproc < 1:
+            raise UnlearnInputError(f"nproc must be an integer >= 1, not {opts['nproc']!r}")
+        if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # start the group's local processes
+            return _spawn_group(argv, prog, opts, nproc)
         files = opts.pop("config_files", None)
         files = files.split() if files else None
         model, dataset = opts.pop("model", None), opts.pop("dataset", None)
@@ -85,7 +91,8 @@ def main(argv: list[str] | None = None, prog: str = "python run_unlearn.py") -> 
             run_unlearn(model=model or "ENMF", dataset=dataset or "ml-100k", config_file_list=files,
                         config_dict=opts)
     except UnlearnInputError as e:
-        print("error: " + str(e).replace("\n", " "), file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # in a process group every rank has the error; rank 0 says it
+            print("error: " + str(e).replace("\n", " "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted; nothing was published", file=sys.stderr)
@@ -93,3 +100,26 @@ def main(argv: list[str] | None = None, prog: str = "python run_unlearn.py") -> 
     finally:
         sys.argv = saved_argv
     return 0
+
+
+def _spawn_group(argv: list[str], prog: str, opts: dict, nproc: int) -> int:
+    """``--nproc=N``: this command in N local processes of one group (RecBole's ``world_size``,
+    ``offset``, ``ip`` and ``port`` keys); the exit code is the first failing process's."""
+    import torch.multiprocessing as mp
+
+    from recbole_unlearn import distributed
+
+    try:
+        distributed.spawn(_group_member, nproc, (argv, prog), world_size=int(opts.get("world_size", -1)),
+                          offset=int(opts.get("offset", 0)), ip=opts.get("ip", "localhost"), port=int(opts.get("port", 5678)))
+    except mp.ProcessExitedException as e:
+        return int(e.exit_code) if e.exit_code and e.exit_code > 0 else 1
+    except ValueError:
+        raise UnlearnInputError("world_size, offset and port are integers") from None
+    return 0
+
+
+def _group_member(argv: list[str], prog: str) -> None:
+    code = main(argv, prog)
+    if code:
+        raise SystemExit(code)

@@ -11,6 +11,8 @@ import sys
 
 from recbole.utils import init_logger
 
+from recbole_unlearn import distributed
+
 logger = logging.getLogger("recbole_unlearn")
 
 
@@ -20,7 +22,11 @@ class _StageFilter(logging.Filter):
 
 
 def setup_logging(config) -> None:
-    """RecBole's logger (its log file gets everything), with a quiet console on stdout."""
+    """RecBole's logger (its log file gets everything), with a quiet console on stdout; in a
+    process group only rank 0 logs (the other ranks show errors only)."""
+    if not distributed.is_main():
+        logging.getLogger().setLevel(logging.ERROR)
+        return
     init_logger(config)
     for handler in logging.getLogger().handlers:
         if type(handler) is logging.StreamHandler:

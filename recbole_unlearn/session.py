@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from recbole_unlearn import plot
+from recbole_unlearn import distributed, plot
 from recbole_unlearn.checkpoint import file_sha256, read_checkpoint, save_checkpoint
 from recbole_unlearn.config import Config, config_with
 from recbole_unlearn.console import setup_logging, stage
@@ -48,6 +48,10 @@ class UnlearnSession:
 
     Every request is checked, timed, evaluated and published as a command-line run is; the next
     request starts from the result, as a run given the previous checkpoint would.
+
+    Under ``torchrun`` (or ``nproc`` > 1) every process opens the session and applies every
+    request together (the methods split their work, :mod:`recbole_unlearn.distributed`); rank 0
+    alone evaluates, writes the outputs, the audit record and the log file.
     """
 
     def __init__(self, config: Config, config_file_list=None, saved: bool = True):
@@ -55,8 +59,9 @@ class UnlearnSession:
         self.requests = 0
         self.applied: list = []  # every request applied so far (ForgetRequest, internal ids)
         self.last_checkpoint: Path | None = None
+        distributed.setup(config)
         self._check_keys(config)
-        self._outputs = self._new_outputs(config)  # an output clash fails before any work
+        self._outputs = self._new_outputs(config)  # an output clash fails before any work (rank 0 checks)
         dataset_files_or_error(config)
         checkpoint = read_input_checkpoint(config)
         setup_logging(config)
@@ -78,10 +83,12 @@ class UnlearnSession:
                 raise UnlearnInputError(reason)
 
     def _new_outputs(self, config) -> RunOutputs | None:
+        """The request's staged outputs (None unless saved; None on every rank but 0)."""
         if not self.saved:
             return None
         inputs = [config["checkpoint"], config["forget_file"], *self.files]
-        return RunOutputs(config, get_unlearner(config["unlearner"]).__name__, inputs)
+        return distributed.on_main(lambda: RunOutputs(config, get_unlearner(config["unlearner"]).__name__, inputs),
+                                   UnlearnInputError)
 
     def _request_config(self, keys: dict) -> Config:
         """The first request: the session's config (and ``keys``); a later one: also the
@@ -113,14 +120,17 @@ class UnlearnSession:
         try:
             exp = experiment_for(self.chain, config)
             run = run_rows(exp, comparison_plan(config, unlearner_cls), unlearner_cls)
-            request_id = str(config["request_id"] or new_request_id())
+            request_id = distributed.broadcast_object(str(config["request_id"] or new_request_id()))
             ledger = next_ledger(exp, request_id)
+            state = run.states.get(name)  # this process's share, kept for the next request
+            run.states[name] = whole_state(unlearner_cls, state)
             path = publish(exp, run, outputs, name, request_id, ledger) if outputs is not None else None
+            path = distributed.broadcast_object(path)
         except BaseException:
             if outputs is not None:
                 outputs.abort()
             raise
-        self._advance(exp, run.models[name], run.states.get(name), name, ledger, path)
+        self._advance(exp, run.models[name], state, name, ledger, path)
         return run.results
 
     def _advance(self, exp: Experiment, model, state, name: str, ledger: Ledger, path: Path | None) -> None:
@@ -129,7 +139,7 @@ class UnlearnSession:
         chain.train, chain.original, chain.ledger = exp.remaining, model, ledger
         chain.original_row = {"train_time_s": None, "checkpoint": str(path) if path else None}
         chain.method_state = (name, state) if state else None
-        chain.checkpoint = read_checkpoint(path) if path else None
+        chain.checkpoint = read_checkpoint(path) if path and distributed.is_main() else None
         self.last_checkpoint = path
         self.applied.append(exp.request)
         self.requests += 1
@@ -142,6 +152,8 @@ class UnlearnSession:
             raise UnlearnInputError("the session has no model yet: apply a request first")
         if Path(path).exists() and not overwrite:
             raise UnlearnInputError(f"{shown(str(path))} exists; save(..., overwrite=True) replaces it")
+        if not distributed.is_main():  # rank 0 writes
+            return Path(path)
         meta = checkpoint_meta(config, chain.train, role="unlearned", ledger=chain.ledger.to_meta(),
                                source_rows=chain.source_rows, unlearner=chain.method_state[0] if chain.method_state else None)
         save_checkpoint(path, chain.original.state_dict(), meta, current_codes(chain.train, meta))
@@ -176,6 +188,16 @@ class RunRows:
     scores: dict
 
 
+def whole_state(cls: type, state: dict | None) -> dict | None:
+    """The method state as one process would hold it: the tensors a method splits across a
+    process group (its ``sharded_state`` keys) gathered on rank 0 (None on the other ranks)."""
+    if state is None or not distributed.active():
+        return state
+    keys = getattr(cls, "sharded_state", ())
+    whole = {k: (distributed.gather_rows(v.cpu()) if k in keys else v) for k, v in state.items()}
+    return whole if distributed.is_main() else None
+
+
 def run_rows(exp: Experiment, plan, unlearner_cls) -> RunRows:
     """Run the plan's rows on ``exp``, evaluate them on the same loaders, show the table."""
     config = exp.config
@@ -191,7 +213,7 @@ def run_rows(exp: Experiment, plan, unlearner_cls) -> RunRows:
         rows[name] = {"time_s": outcome.time_s, **outcome.info}
         stage("unlearning: %s done in %.2f s", name, outcome.time_s)
     setup = None
-    if config["evaluate"]:
+    if config["evaluate"] and distributed.is_main():
         stage("evaluation: %d rows on the test split ...", len(models))
         setup = evaluate_rows(exp, models, rows)
     results = {

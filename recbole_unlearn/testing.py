@@ -224,3 +224,41 @@ class UnlearnerContract:
         cls = get_unlearner(self.unlearner)
         assert get_unlearner(cls.__name__.upper()) is cls
         assert get_unlearner(cls.__name__.lower()) is cls
+
+
+# ---- the process-group check: N processes give one process's result ---------------------------
+#: (model, unlearner, keys) of :func:`unlearned_states`: each method that splits its work
+GROUP_ROWS = (
+    ("ENMF", "AltEraser", {}),  # erase pass: cache and solves split by id
+    ("ENMF", "AltEraser", {"alt_max_passes": 2}),  # and full passes over every user and item
+    ("LightGCN", "IFRU", {}),  # triples split, products summed by all-reduce
+    ("ENMF", "SISA", {"n_shards": 4, "shard_reuse": False}),  # shards dealt out to the ranks
+    ("LightGCN", "RecEraser", {"n_shards": 3, "shard_reuse": False}),
+)
+
+
+def unlearned_states(root: str | Path, rows=GROUP_ROWS) -> list[dict]:
+    """Per row, Θ_u's state_dict, the method state as one process holds it (rank 0; None on
+    the others) and the method's info, for the tiny dataset's noise request.  In a process group
+    every rank calls this together."""
+    from recbole_unlearn.config import config_with
+    from recbole_unlearn.session import whole_state
+
+    out = []
+    for model, unlearner, keys in rows:
+        exp = tiny_experiment(model, root=root)
+        cls = get_unlearner(unlearner)
+        outcome = run_unlearner(exp, cls, config_with(exp.config, **keys))
+        out.append({"model": {k: v.detach().clone() for k, v in outcome.model.state_dict().items()},
+                    "state": whole_state(cls, outcome.state), "info": outcome.info})
+    return out
+
+
+def group_member(root: str, folder: str, rows=GROUP_ROWS) -> None:
+    """One process of a group (started by :func:`recbole_unlearn.distributed.spawn`): joins the
+    group, runs :func:`unlearned_states` and saves what it got as ``<folder>/rank<r>.pt``."""
+    from recbole_unlearn import distributed
+
+    torch.set_num_threads(1)
+    distributed.setup({"backend": "gloo"})
+    torch.save(unlearned_states(root, rows), Path(folder) / f"rank{distributed.rank()}.pt")

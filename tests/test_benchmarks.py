@@ -392,3 +392,28 @@ def test_the_device_key_is_checked_and_a_cuda_run_is_its_own_experiment():
     cpu, cuda = Bench("tables", "ml-100k", "ENMF", "private"), Bench("tables", "ml-100k", "ENMF", "private", device="cuda")
     assert cpu.key == "ml-100k-ENMF-private" and cuda.key == "ml-100k-ENMF-private-cuda"
     assert cpu.config("Retrain", 2020)["use_gpu"] is False and cuda.config("Retrain", 2020)["use_gpu"] is True
+
+
+def test_memory_suite_runs_each_row_in_its_own_process_beside_a_retrain(tmp_path):
+    report = bench_run.run(_opts(tmp_path, unlearners="alteraser", seeds="1", request_users="4", suite="memory"),
+                           _overrides())
+    (d,) = (tmp_path / "out" / "memory").iterdir()
+    rows = {r: json.loads((d / f"s2020-{r}.json").read_text()) for r in ("Original", "Retrain", "AltEraser")}
+    alt = rows["AltEraser"]
+    assert alt["forget"]["users"] == 4 and alt["time_s"] > 0 and rows["Retrain"]["time_s"] > 0
+    assert alt["peak_rss_mb"] >= alt["loaded_rss_mb"] > 0 and rows["Original"]["peak_rss_mb"] > 0
+    # the persistent state is AltEraser's item-block cache: n_items × (d² + 2d) floats
+    n_items, d = alt["train"]["items"] + 1, tiny_config_dict("ENMF")["embedding_size"]
+    assert sum(alt["state_bytes"].values()) == n_items * (d * d + 2 * d) * 4
+    assert "Memory: peak RSS" in report.read_text()
+
+
+def test_group_suite_compares_two_processes_with_one(tmp_path):
+    report = bench_run.run(_opts(tmp_path, unlearners="sisa[n_shards=2;shard_reuse=false]", seeds="1", suite="group",
+                                 nprocs="2"), _overrides())
+    (d,) = (tmp_path / "out" / "group").iterdir()
+    one, two = (json.loads((d / f"s2020-SISA[n_shards=2;shard_reuse=false]-n{n}.json").read_text()) for n in (1, 2))
+    assert one["equal_to_1"] is True and two["equal_to_1"] is True  # shards: tensor for tensor
+    assert len(two["ranks"]) == 2 and all(r["peak_rss_mb"] > 0 for r in two["ranks"])
+    assert two["info"]["shards_retrained"] == one["info"]["shards_retrained"] > 0
+    assert "Process groups" in report.read_text()

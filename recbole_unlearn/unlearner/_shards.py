@@ -32,6 +32,7 @@ from recbole.data.utils import get_dataloader
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, init_seed
 
+from recbole_unlearn import distributed
 from recbole_unlearn.checkpoint import load_checkpoint, save_checkpoint
 from recbole_unlearn.data.remaining import RemainingLoaders, dataset_keys, pair_keys, select_rows, train_loader
 from recbole_unlearn.data.ledger import data_fingerprint
@@ -209,7 +210,10 @@ class ShardedUnlearner(Unlearner):
     model's own config and RecBole's loop; early stopping on the validation interactions of the
     shard's users, ranked against the shard's own data (the sub-model's whole history).  The
     same procedure serves pretraining and retraining, so a retrained shard equals the shard a
-    pretraining on D_r (with the same partition) would have produced.
+    pretraining on D_r (with the same partition) would have produced.  In a process group the
+    shards to train are dealt out to the ranks in turn and each trained shard is then copied to
+    every rank: the seeding per shard makes the ensemble the same, tensor for tensor, as one
+    process's.
     """
 
     params_class = ShardParams
@@ -270,7 +274,8 @@ class ShardedUnlearner(Unlearner):
             start = perf_counter()
             ensemble = self._build(task)
             meta["build_time_s"] = perf_counter() - start
-            save_checkpoint(path, ensemble.state_dict(), meta)
+            if distributed.is_main():
+                save_checkpoint(path, ensemble.state_dict(), meta)
         else:
             ensemble, meta = loaded
         self.info["shards_build_time_s"] = meta.get("build_time_s")
@@ -286,7 +291,8 @@ class ShardedUnlearner(Unlearner):
         shard_of = np.asarray(self.partition(task), dtype=np.int64)
         valid_ds = _valid_dataset(task.valid)
         parts = split_dataset(task.train, shard_of, self.params.n_shards)
-        models = [self.train_shard(k, part, valid_ds, "building") for k, part in enumerate(parts)]
+        trained = self.train_shards(list(range(len(parts))), parts, valid_ds, "building")
+        models = [trained[k][0] for k in range(len(parts))]
         ensemble = self.ensemble_class(self.config, task.train, dataset_keys(task.train), shard_of, models)
         valid = None
         if self.has_aggregator and valid_ds is not None and self.config["eval_step"] > 0:
@@ -300,10 +306,11 @@ class ShardedUnlearner(Unlearner):
         touched = np.unique(ensemble.shard_ids(task.request.users, task.request.items))
         valid_ds = _valid_dataset(task.valid)
         parts = ensemble.split(remaining)
-        epochs, start = [], perf_counter()
-        for k in touched.tolist():
-            ensemble.replace_shard(k, self.train_shard(k, parts[k], valid_ds, "retraining"))
-            epochs.append(len(self.train_loss_dict))
+        start = perf_counter()
+        trained = self.train_shards(touched.tolist(), parts, valid_ds, "retraining")
+        for k, (model, _) in trained.items():
+            ensemble.replace_shard(k, model)
+        epochs = [e for _, e in trained.values()]
         shards_time, start = perf_counter() - start, perf_counter()
         self.refresh_aggregator(ensemble, remaining, task.valid)
         ensemble.keep_partition(dataset_keys(remaining))
@@ -312,6 +319,22 @@ class ShardedUnlearner(Unlearner):
                          shards_time_s=shards_time)
         if self.has_aggregator:
             self.info["aggregator_time_s"] = perf_counter() - start
+
+    def train_shards(self, shards: list[int], parts: list, valid_ds, purpose: str) -> dict[int, tuple[nn.Module, int]]:
+        """{k: (trained sub-model, epochs)} for the shards ``shards``; in a process group rank r
+        trains every N-th of them (from the r-th) and the trained shards are copied to all ranks."""
+        trained = {}
+        for turn, k in enumerate(shards):
+            if turn % distributed.world() == distributed.rank():
+                trained[k] = (self.train_shard(k, parts[k], valid_ds, purpose), len(self.train_loss_dict))
+            else:  # another rank trains it: a model of the same shapes receives its parameters
+                trained[k] = (self.base_class(self.config, parts[k]).to(self.device).eval(), None)
+        if distributed.active():
+            for turn, k in enumerate(shards):
+                owner = turn % distributed.world()
+                distributed.broadcast_module(trained[k][0], src=owner)
+                trained[k] = (trained[k][0], distributed.broadcast_object(trained[k][1], src=owner))
+        return trained
 
     def train_shard(self, k: int, data, valid_ds, purpose: str = "training") -> nn.Module:
         """A fresh sub-model (seed ``seed + k``) trained on shard data ``data`` only."""

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from recbole_unlearn import distributed
 from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.model.protocol import offers, require
@@ -62,6 +63,7 @@ class AltEraser(Unlearner):
     """Alternating block re-optimisation on D_r; see the module docstring."""
 
     params_class = AltEraserParams
+    sharded_state = ("item_outer", "item_square", "item_linear")  # split by item id in a process group
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -77,27 +79,40 @@ class AltEraser(Unlearner):
         self._item_cache = None
 
     def pretrain(self, task) -> bool:
-        """With ah_newton and ``alt_cache``: Θ_a's item block sums on D_a, [n_items, d, d] etc.,
-        or, on a chain, the sums the previous request left (then nothing is prepared)."""
+        """With ah_newton and ``alt_cache``: Θ_a's item block sums on D_a, [n_items, d, d] etc.
+        (in a process group, this rank's item id range only), or, on a chain, the sums the
+        previous request left (then nothing is prepared)."""
         if self.params.alt_optimizer != "ah_newton" or not self.params.alt_cache:
             return False
+        n_items = task.original.n_items
+        lo, hi = self._items = distributed.owned_range(n_items)
         carried = task.method_state or {}
-        if {"item_outer", "item_square", "item_linear"} <= set(carried):
-            self._item_cache = BlockSums(*(carried[k].to(self.device) for k in ("item_outer", "item_square", "item_linear")))
-            self.info.update(cache_carried=True, prepare_time_s=0.0)
-            return False
+        if set(self.sharded_state) <= set(carried):
+            parts = [carried[k] for k in self.sharded_state]
+            if len(parts[0]) == n_items and hi - lo != n_items:  # a whole saved state: this rank's rows
+                parts = [t[lo:hi] for t in parts]
+            if len(parts[0]) == hi - lo:
+                self._item_cache = BlockSums(*(t.to(self.device) for t in parts))
+                self.info.update(cache_carried=True, prepare_time_s=0.0, cache_bytes=self._cache_bytes())
+                return False
         blocks = task.original.exact_blocks(*pairs(task.train))
-        self._item_cache = blocks.item_sums(torch.arange(task.original.n_items))
+        self._item_cache = blocks.item_sums(torch.arange(lo, hi))
+        self.info["cache_bytes"] = self._cache_bytes()
         return True
+
+    def _cache_bytes(self) -> int:
+        c = self._item_cache
+        return sum(t.numel() * t.element_size() for t in (c.outer, c.square, c.linear))
 
     def method_state(self, task, remaining) -> dict | None:
         """The item block sums of Θ_u on D_r: downdated in the erase pass, recomputed after
-        further passes (they move every user vector)."""
+        further passes (they move every user vector).  In a process group each rank returns
+        its item id range (:attr:`sharded_state`)."""
         if self._item_cache is None:
             return None
         if self.info.get("passes", 0) > 0:
             blocks = self.model.exact_blocks(*pairs(remaining))
-            self._item_cache = blocks.item_sums(torch.arange(self.model.n_items))
+            self._item_cache = blocks.item_sums(torch.arange(*self._items))
         c = self._item_cache
         return {"item_outer": c.outer, "item_square": c.square, "item_linear": c.linear}
 
@@ -118,12 +133,14 @@ class AltEraser(Unlearner):
         else:
             scope_u, scope_i = neighbours(users_r, items_r, f_users, f_items, self.params.alt_hops)
         self.info["passes"] = 0
-        if self.params.alt_max_passes > 0:
-            previous = losses.objective()
-        for _ in range(self.params.alt_max_passes):
+        passes = self.params.alt_max_passes
+        previous = losses.objective() if passes > 1 else None  # the stopping rule needs it only before a next pass
+        for done in range(1, passes + 1):
             self._update("user", scope_u, losses)
             self._update("item", scope_i, losses)
-            self.info["passes"] += 1
+            self.info["passes"] = done
+            if done == passes:
+                break
             current = losses.objective()
             if previous - current <= self.params.alt_tol * abs(previous):
                 break
@@ -133,12 +150,17 @@ class AltEraser(Unlearner):
         """Re-optimise the ``kind`` ('user' | 'item') vectors of ``rows`` in mini-batches."""
         table = losses.table(kind)
         p = self.params
+        if p.alt_optimizer == "ah_newton":  # independent exact solves: each process solves the rows it owns
+            solve = losses.blocks.solve_users if kind == "user" else losses.blocks.solve_items
+            mine = distributed.owner_mask(rows, len(table))
+            own = rows[mine]
+            solved = [solve(own[s : s + p.alt_batch_size]) for s in range(0, len(own), p.alt_batch_size)]
+            values = torch.cat(solved) if solved else table.data.new_zeros(0, table.shape[1])
+            table.data[rows] = distributed.assemble((len(rows), table.shape[1]), mine, values)
+            losses.changed()
+            return
         for start in range(0, len(rows), p.alt_batch_size):
             batch = rows[start : start + p.alt_batch_size]
-            if p.alt_optimizer == "ah_newton":
-                solve = losses.blocks.solve_users if kind == "user" else losses.blocks.solve_items
-                table.data[batch] = solve(batch)
-                continue
             loss_fn = losses.block_loss(kind, batch)
             if p.alt_optimizer == "hf_newton":
                 settings = HFSettings(p.hf_max_steps, p.hf_cg_iters, p.hf_cg_tol, p.hf_damping)
@@ -161,13 +183,19 @@ class AltEraser(Unlearner):
         forgetting[f_users] = True
         old_rows, new_rows = forgetting[users_a], forgetting[blocks.users]
         rows = torch.unique(items_a[old_rows])
+        rows = rows[distributed.owner_mask(rows, self.model.n_items)]  # this process's share of the cache
+        lo = self._items[0]
         # one pass over both: +their new contributions (z of Θ_u), −their old ones (z of Θ_a)
         z = torch.cat([blocks.z(), task.original.exact_blocks(users_a, items_a).z()])
         delta = block_sums(torch.cat([blocks.items[new_rows], items_a[old_rows]]),
                            torch.cat([blocks.users[new_rows], users_a[old_rows] + n_users]), rows, z,
                            torch.cat([torch.ones(int(new_rows.sum())), -torch.ones(int(old_rows.sum()))]))
-        self._item_cache.add_rows(rows, delta)
-        losses.table("item").data[f_items] = blocks.solve_items(f_items, self._item_cache.select(f_items))
+        self._item_cache.add_rows(rows - lo, delta)
+        mine = distributed.owner_mask(f_items, self.model.n_items)
+        own = f_items[mine]
+        solved = blocks.solve_items(own, self._item_cache.select(own - lo))
+        table = losses.table("item")
+        table.data[f_items] = distributed.assemble((len(f_items), table.shape[1]), mine, solved)
         losses.changed()
 
 

@@ -138,6 +138,9 @@ class Unlearner(BestStateTrainer):
     params_class: ClassVar[type[Params]] = Params
     #: whether the method can start from a sharded ensemble (a SISA / RecEraser checkpoint)
     accepts_ensemble: ClassVar[bool] = False
+    #: keys of :meth:`method_state` whose tensors are split by rows across the processes of a
+    #: group (rank order = row order; gathered before the state is saved)
+    sharded_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config, model: torch.nn.Module):
         reason = self.refusal(type(model))

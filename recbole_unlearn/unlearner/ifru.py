@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from recbole_unlearn import distributed
 from recbole_unlearn.data.remaining import dataset_keys, pairs
 from recbole_unlearn.model.protocol import require
 from recbole_unlearn.numerics import autograd_gradient_and_hvp, conjugate_gradient
@@ -84,6 +85,12 @@ def _ids(dataset) -> tuple[np.ndarray, np.ndarray]:
     return tuple(x.numpy() for x in pairs(dataset))
 
 
+def _share(*arrays: np.ndarray) -> list[np.ndarray]:
+    """This process's contiguous share of equally long arrays (all of them with one process)."""
+    lo, hi = distributed.owned_range(len(arrays[0]))
+    return [a[lo:hi] for a in arrays]
+
+
 def _csr(graph):
     return None if graph is None else graph.to_sparse_csr()
 
@@ -98,6 +105,8 @@ class _BPRTerms:
     edges reuse theirs, so ℓ(G) − ℓ(G') compares the same triple and the regulariser cancels.
     H_Σ is exact: v ↦ reg·c ⊙ v + [M' H_out M' v]_S with H_out from :class:`BPRTriples`
     (tests/test_ifru.py checks g and H_Σ v against double backprop of the same objective).
+    In a process group the triples are split between the ranks and g and every H_Σ v are
+    summed by all-reduce, so the conjugate gradient runs on the same vectors on every rank.
     """
 
     def __init__(self, model, rows: torch.Tensor, adj_a, ids_r, forget, spill: np.ndarray, positives, k, rng):
@@ -109,11 +118,13 @@ class _BPRTerms:
         rj = sample_negatives(ru, positives, n_i, rng)
         fu, fi = np.repeat(forget[0], k), np.repeat(forget[1], k)
         fj = sample_negatives(fu, positives, n_i, rng)
-        self.on_g = BPRTriples(np.concatenate([fu, ru[spill]]), np.concatenate([fi, ri[spill]]),
-                               np.concatenate([fj, rj[spill]]), np.r_[np.full(len(fu), 1.0 / k), np.ones(spill.sum())],
-                               n_u, n_i)  # D_f (weight 1/k) and D_ch on G
-        self.on_r = BPRTriples(ru, ri, rj, np.ones(len(ru)), n_u, n_i)  # D_r on G'
-        self.spill = -torch.as_tensor(spill, dtype=torch.float32)  # D_ch enters g with −ℓ(G')
+        # in a process group each rank holds a contiguous share of the triples (all of them alone)
+        on_g = _share(np.concatenate([fu, ru[spill]]), np.concatenate([fi, ri[spill]]), np.concatenate([fj, rj[spill]]),
+                      np.r_[np.full(len(fu), 1.0 / k), np.ones(spill.sum())])
+        self.on_g = BPRTriples(*on_g, n_u, n_i)  # D_f (weight 1/k) and D_ch on G
+        su, si, sj, s_spill = _share(ru, ri, rj, spill)
+        self.on_r = BPRTriples(su, si, sj, np.ones(len(su)), n_u, n_i)  # D_r on G'
+        self.spill = -torch.as_tensor(s_spill, dtype=torch.float32)  # D_ch enters g with −ℓ(G')
         self.reg_r = model.reg_weight * node_counts(n_u, n_i, ru, ri, rj)[rows]
         self.reg_f = model.reg_weight / k * node_counts(n_u, n_i, fu, fi, fj)[rows]
 
@@ -130,14 +141,15 @@ class _BPRTerms:
         """(g [m, d], v ↦ H_Σ v) at θ_S = ``theta``."""
         ego = self.ego(theta)
         out_g, out_r = self.model.propagate(ego, self.csr_a), self.model.propagate(ego, self.csr_r)
-        g = (self._back(self.on_g.at(*out_g, dense=False).grad(), self.csr_a)
-             + self._back(self.on_r.at(*out_r).grad(self.spill), self.csr_r) + self.reg_f[:, None] * theta)
+        g = distributed.all_reduce(self._back(self.on_g.at(*out_g, dense=False).grad(), self.csr_a)
+                                   + self._back(self.on_r.at(*out_r).grad(self.spill), self.csr_r))
+        g += self.reg_f[:, None] * theta
 
         full = torch.zeros_like(self.base)  # v scattered to all rows, reused
 
         def hvp(v: torch.Tensor) -> torch.Tensor:
             w = self.model.propagate(full.index_copy_(0, self.rows, v), self.csr_r)
-            return self._back(self.on_r.hvp(*w), self.csr_r).addcmul_(self.reg_r[:, None], v)
+            return distributed.all_reduce(self._back(self.on_r.hvp(*w), self.csr_r)).addcmul_(self.reg_r[:, None], v)
 
         return g, hvp
 

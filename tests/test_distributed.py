@@ -1,0 +1,84 @@
+"""Two gloo processes give one process's result: every method that splits its work across a
+process group, every rank's model, the gathered method state, and the command line."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from recbole_unlearn import distributed, testing
+from conftest import tiny_config_dict
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def group_and_single(tmp_path_factory, _tiny_dataset):
+    folder = tmp_path_factory.mktemp("group")
+    distributed.spawn(testing.group_member, 2, (str(_tiny_dataset), str(folder)), port=free_port())
+    ranks = [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    return ranks, testing.unlearned_states(_tiny_dataset)
+
+
+def close(a: torch.Tensor, b: torch.Tensor, exact: bool) -> bool:
+    if exact or not a.is_floating_point():
+        return torch.equal(a, b)
+    return torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max().clamp(min=1.0)))
+
+
+@pytest.mark.parametrize("row", range(len(testing.GROUP_ROWS)), ids=[f"{u}{k or ''}" for _, u, k in testing.GROUP_ROWS])
+def test_two_processes_give_the_single_process_model(group_and_single, row):
+    ranks, single = group_and_single
+    model, unlearner, _ = testing.GROUP_ROWS[row]
+    exact = unlearner in ("SISA", "RecEraser")  # shard methods: tensor for tensor
+    expected = single[row]["model"]
+    for r, result in enumerate(ranks):
+        got = result[row]["model"]
+        assert got.keys() == expected.keys()
+        bad = [k for k in expected if not close(got[k], expected[k], exact)]
+        assert not bad, f"rank {r}: {bad} differ from one process's"
+    for k, v in ranks[0][row]["model"].items():  # every rank holds the same bits
+        assert torch.equal(v, ranks[1][row]["model"][k]), k
+
+
+def test_the_item_cache_is_split_by_item_and_gathered_whole_for_saving(group_and_single):
+    ranks, single = group_and_single
+    alone = single[0]["info"]["cache_bytes"]
+    per_rank = [result[0]["info"]["cache_bytes"] for result in ranks]
+    assert max(per_rank) <= 0.55 * alone and sum(per_rank) == alone
+    whole = ranks[0][0]["state"]
+    assert ranks[1][0]["state"] is None  # rank 0 holds the whole state it writes
+    for k, v in single[0]["state"].items():
+        assert v.shape == whole[k].shape and close(whole[k], v, exact=False), k
+
+
+def test_nproc_2_publishes_one_run_with_the_single_process_checkpoint(tmp_path, _tiny_dataset):
+    keys = tiny_config_dict("ENMF", unlearner="AltEraser", epochs=5, checkpoint_dir=str(tmp_path / "saved"))
+    args = [f"--{k}={v}" for k, v in keys.items()] + ["--model=ENMF", "--dataset=tiny"]
+    runs = {}
+    for n in (1, 2):
+        run_dir = tmp_path / f"n{n}"
+        cmd = [sys.executable, str(REPO / "run_unlearn.py"), *args, f"--run_dir={run_dir}", f"--nproc={n}",
+               f"--port={free_port()}"]
+        done = subprocess.run(cmd, cwd=_tiny_dataset, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        runs[n] = run_dir
+    audit = (tmp_path / "saved" / "audit.jsonl").read_text().splitlines()
+    assert len(audit) == 2  # one record per run, not one per process
+    states = {n: torch.load(next(d.glob("*-AltEraser.pth")), weights_only=False)["state_dict"] for n, d in runs.items()}
+    for k in states[1]:
+        assert close(states[2][k], states[1][k], exact=False), k
+    results = json.loads((runs[2] / "results.json").read_text())
+    assert set(results["rows"]) == {"Original", "AltEraser"}
+    assert sorted(p.name for p in runs[2].iterdir()) == sorted(p.name for p in runs[1].iterdir())
