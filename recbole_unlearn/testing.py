@@ -262,3 +262,29 @@ def group_member(root: str, folder: str, rows=GROUP_ROWS) -> None:
     torch.set_num_threads(1)
     distributed.setup({"backend": "gloo"})
     torch.save(unlearned_states(root, rows), Path(folder) / f"rank{distributed.rank()}.pt")
+
+
+def session_chain(root: str, folder: str, requests: int = 2) -> dict:
+    """A session of ``requests`` AltEraser requests on the tiny dataset (the first trains Θ_a),
+    published under ``folder``; returns {"model": the final state_dict, "checkpoints": the
+    published checkpoint paths, "results": each request's results}.  In a process group every rank calls it together (see
+    :func:`session_member`)."""
+    from recbole_unlearn.session import UnlearnSession
+
+    keys = tiny_config(root, "ENMF", unlearner="AltEraser", checkpoint_dir=str(Path(folder) / "saved"), epochs=10)
+    session = UnlearnSession.open("ENMF", TINY, config_dict=keys)
+    paths, results = [], []
+    for k in range(requests):
+        results.append(session.forget(**({} if k == 0 else {"forget": "users", "forget_fraction": 0.1, "forget_seed": k})))
+        paths.append(str(session.last_checkpoint))
+    return {"model": {k: v.detach().clone() for k, v in session.chain.original.state_dict().items()},
+            "checkpoints": paths, "results": results}
+
+
+def session_member(root: str, folder: str) -> None:
+    """One process of a group running :func:`session_chain`; saves ``<folder>/session-rank<r>.pt``."""
+    from recbole_unlearn import distributed
+
+    torch.set_num_threads(1)
+    distributed.setup({"backend": "gloo"})
+    torch.save(session_chain(root, folder), Path(folder) / f"session-rank{distributed.rank()}.pt")

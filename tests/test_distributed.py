@@ -82,3 +82,27 @@ def test_nproc_2_publishes_one_run_with_the_single_process_checkpoint(tmp_path, 
     results = json.loads((runs[2] / "results.json").read_text())
     assert set(results["rows"]) == {"Original", "AltEraser"}
     assert sorted(p.name for p in runs[2].iterdir()) == sorted(p.name for p in runs[1].iterdir())
+
+
+def test_a_session_of_chained_requests_in_a_group_equals_one_process(tmp_path, _tiny_dataset):
+    from recbole_unlearn.checkpoint import read_checkpoint
+
+    group, alone = tmp_path / "group", tmp_path / "alone"
+    group.mkdir()
+    distributed.spawn(testing.session_member, 2, (str(_tiny_dataset), str(group)), port=free_port())
+    single = testing.session_chain(str(_tiny_dataset), str(alone))
+    ranks = [torch.load(group / f"session-rank{r}.pt", weights_only=False) for r in range(2)]
+    for k, v in single["model"].items():
+        for r in ranks:
+            assert close(r["model"][k], v, exact=False), k
+    for r in ranks:  # the second request started from each rank's share of the cache the first left
+        assert r["results"][1]["rows"]["AltEraser"]["cache_carried"] is True
+    # rank 0 published both requests: the second checkpoint's method state is the whole cache
+    assert [Path(p).parent.parent for p in ranks[0]["checkpoints"]] == [group / "saved"] * 2
+    assert len((group / "saved" / "audit.jsonl").read_text().splitlines()) == 2
+    last = [read_checkpoint(p) for p in (ranks[0]["checkpoints"][-1], single["checkpoints"][-1])]
+    states = [read_checkpoint(Path(p).parent / c.meta["state_file"]).state_dict
+              for p, c in zip((ranks[0]["checkpoints"][-1], single["checkpoints"][-1]), last)]
+    for k, v in states[1].items():
+        assert states[0][k].shape == v.shape and close(states[0][k], v, exact=False), k
+    assert last[0].meta["ledger"]["entries"] and len(last[0].meta["ledger"]["entries"]) == 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from recbole.data.interaction import Interaction
 
@@ -150,8 +151,8 @@ def test_lightgcn_terms_are_the_model_loss():
 
 
 def test_bpr_triples_closed_forms_match_autograd():
-    """BPRTriples' gradient and both Hessian-vector product paths (per-triple scatters and
-    pair matrices) equal double backprop of Σ_t w_t·(−log σ(e_uᵀ(e_i − e_j)))."""
+    """BPRTriples' gradient (with and without a mask on the triples) and Hessian-vector
+    products, on both paths (per-triple scatters and pair matrices), equal double backprop of Σ_t w_t·(−log σ(e_uᵀ(e_i − e_j)))."""
     gen = torch.Generator().manual_seed(3)
     n_u, n_i, d, n = 7, 9, 5, 40
     rng = np.random.default_rng(3)
@@ -168,9 +169,18 @@ def test_bpr_triples_closed_forms_match_autograd():
     grads = torch.autograd.grad(loss(*x), x, create_graph=True)
     wv = (torch.randn(n_u, d, generator=gen), torch.randn(n_i, d, generator=gen))
     ref_hv = torch.autograd.grad(grads, x, wv)
+    scale = torch.as_tensor(rng.random(n) < 0.5, dtype=torch.float32)  # a mask on the triples
+
+    def masked_loss(ue, ie):
+        m = (ue[u] * (ie[i] - ie[j])).sum(-1)
+        return (scale * torch.as_tensor(w, dtype=torch.float32) * -torch.nn.functional.logsigmoid(m)).sum()
+
+    masked = torch.autograd.grad(masked_loss(*x), x)
     for dense in (False, True):
         triples.at(user_e, item_e, dense=dense)
         for ours, ref in zip(triples.grad(), grads):
+            assert torch.allclose(ours, ref, atol=1e-5)
+        for ours, ref in zip(triples.grad(scale), masked):
             assert torch.allclose(ours, ref, atol=1e-5)
         for ours, ref in zip(triples.hvp(*wv), ref_hv):
             assert torch.allclose(ours, ref, atol=1e-4)
@@ -307,3 +317,18 @@ def test_spillover_set_by_hand():
     assert spillover_mask(u, i, fu, fi, 4, 3, 0.01).tolist() == [True, True, True, True, False, False]
     assert spillover_mask(u, i, fu, fi, 4, 3, 0.3).tolist() == [True, False, False, False, False, False]
     assert not spillover_mask(u, i, fu, fi, 4, 3, 0.5).any()  # a drop must exceed the threshold
+
+
+@pytest.mark.parametrize("forget", ["private", "noise"])
+def test_ifru_through_the_score_matrix_equals_ifru_through_per_triple_scatters(monkeypatch, forget):
+    """The pair-matrix path (taken when the score matrix is small) changes no result: the
+    unlearned model equals the one every product computed per triple gives."""
+    exp = tiny_experiment("LightGCN", forget=forget)
+    IFRU = get_unlearner("IFRU")
+    fast = run_unlearner(exp, IFRU).model.state_dict()
+    real_at = BPRTriples.at
+    monkeypatch.setattr(BPRTriples, "at", lambda self, u, i, dense=None: real_at(self, u, i, dense=False))
+    scattered = run_unlearner(exp, IFRU).model.state_dict()
+    for k, v in scattered.items():
+        assert torch.allclose(fast[k], v, rtol=1e-5, atol=1e-6), k
+    assert not torch.equal(fast["user_embedding.weight"], exp.original.state_dict()["user_embedding.weight"])

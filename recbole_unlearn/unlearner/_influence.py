@@ -125,49 +125,75 @@ class BPRTriples:
         (H W)_u = Σ_t w_t [f″ dm_t (e_i − e_j) + f′ (W_i − W_j)],
         (H W)_i = Σ_t w_t [f″ dm_t e_u + f′ W_u] = −(H W)_j,
     the Gauss–Newton part plus the bilinear part (so H is exact, and indefinite in general).
-    Scatters go through fixed CSR incidence matrices (one-hot users, ±1 items).
+    Two forms of the same products: per triple, with scatters through fixed CSR incidence
+    matrices (one-hot users, ±1 items; built on first use), or, when the [n_users, n_items]
+    score matrix has few entries per triple, through that matrix: m from one product E_U E_Iᵀ,
+    the gradient B E_I and Bᵀ E_U with B = Σ_t f′ (±1 at (u, i), (u, j)).
     """
 
     def __init__(self, users: np.ndarray, pos: np.ndarray, neg: np.ndarray, weight: np.ndarray,
                  n_users: int, n_items: int):
         self.u, self.i, self.j = (torch.as_tensor(a, dtype=torch.long) for a in (users, pos, neg))
         self.w = torch.as_tensor(weight, dtype=torch.float32)
-        t = np.arange(len(users))
-        self.user_scatter = _csr(users, t, np.ones(len(t)), n_users, len(t))  # [n_users, T]
-        self.item_scatter = _csr(np.concatenate([pos, neg]), np.concatenate([t, t]),
-                                 np.r_[np.ones(len(t)), -np.ones(len(t))], n_items, len(t))  # [n_items, T]
+        self._coo = (np.asarray(users), np.asarray(pos), np.asarray(neg), n_users, n_items)
+        self._scatters: tuple[Tensor, Tensor] | None = None
         self._at: tuple | None = None
         self._buffers: tuple | None = None
 
     def __len__(self) -> int:
         return len(self.u)
 
+    @property
+    def scatters(self) -> tuple[Tensor, Tensor]:
+        """(users [n_users, T] one-hot, items [n_items, T] ±1) incidence matrices, CSR."""
+        if self._scatters is None:
+            users, pos, neg, n_users, n_items = self._coo
+            t = np.arange(len(users))
+            self._scatters = (_csr(users, t, np.ones(len(t)), n_users, len(t)),
+                              _csr(np.concatenate([pos, neg]), np.concatenate([t, t]),
+                                   np.r_[np.ones(len(t)), -np.ones(len(t))], n_items, len(t)))
+        return self._scatters
+
     def at(self, user_e: Tensor, item_e: Tensor, dense: bool | None = None) -> "BPRTriples":
         """Fix the point (output embeddings [n_users, d], [n_items, d]) for grad / hvp.
 
-        ``dense``: products through the [n_users, n_items] score matrix (three BLAS matmuls,
-        cheaper than per-triple gathers when it has few entries per triple); None decides by
-        size (≤ 32 entries per triple).
+        ``dense``: products through the [n_users, n_items] score matrix (BLAS matmuls, cheaper
+        than per-triple gathers when it has few entries per triple); None decides by size
+        (≤ 32 entries per triple).
         """
+        n_u, n_i = len(user_e), len(item_e)
+        self._buffers = self._at = self._dense = None
+        if dense or (dense is None and n_u * n_i <= 32 * len(self)):
+            pi, pj = self.u * n_i + self.i, self.u * n_i + self.j
+            ds = user_e @ item_e.T  # [n_u, n_i]: scores now, a work buffer of the products later
+            flat = ds.view(-1)
+            s = torch.sigmoid(flat.index_select(0, pi) - flat.index_select(0, pj))
+            f1, f2 = self.w * (s - 1), self.w * s * (1 - s)
+            self._dense = (user_e, item_e, pi, pj, f1, f2, self._pair_matrix(pi, pj, f1, n_u, n_i), ds)
+            return self
         eu = user_e.index_select(0, self.u)
         diff = item_e.index_select(0, self.i) - item_e.index_select(0, self.j)
         s = torch.sigmoid((eu * diff).sum(-1))
-        f1, f2 = self.w * (s - 1), self.w * s * (1 - s)
-        self._at, self._buffers = (eu, diff, f1, f2), None
-        n_u, n_i = len(user_e), len(item_e)
-        self._dense = None
-        if dense or (dense is None and n_u * n_i <= 32 * len(self)):
-            pi, pj = self.u * n_i + self.i, self.u * n_i + self.j
-            b = torch.zeros(n_u * n_i).index_add_(0, pi, f1).index_add_(0, pj, -f1).view(n_u, n_i)
-            self._dense = (user_e, item_e, pi, pj, f2, b, torch.empty(n_u, n_i))
+        self._at = (eu, diff, self.w * (s - 1), self.w * s * (1 - s))
         return self
 
+    @staticmethod
+    def _pair_matrix(pi: Tensor, pj: Tensor, values: Tensor, n_u: int, n_i: int) -> Tensor:
+        """Σ_t values_t (+1 at (u_t, i_t), −1 at (u_t, j_t)), [n_u, n_i]."""
+        return torch.zeros(n_u * n_i).index_add_(0, pi, values).index_add_(0, pj, -values).view(n_u, n_i)
+
     def _scatter(self, to_user: Tensor, to_items: Tensor) -> tuple[Tensor, Tensor]:
-        return self.user_scatter @ to_user, self.item_scatter @ to_items
+        user_scatter, item_scatter = self.scatters
+        return user_scatter @ to_user, item_scatter @ to_items
 
     def grad(self, scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Gradient w.r.t. (user_e, item_e) at the point, ([n_users, d], [n_items, d]);
         ``scale`` [T] multiplies each triple's weight (e.g. a mask)."""
+        if self._dense is not None:
+            user_e, item_e, pi, pj, f1, _, b, _ = self._dense
+            if scale is not None:
+                b = self._pair_matrix(pi, pj, f1 * scale, len(user_e), len(item_e))
+            return b @ item_e, b.T @ user_e
         eu, diff, f1, _ = self._at
         f1 = (f1 if scale is None else f1 * scale)[:, None]
         return self._scatter(f1 * diff, f1 * eu)
@@ -184,13 +210,14 @@ class BPRTriples:
         torch.index_select(w_item, 0, self.i, out=wd)
         wd.sub_(torch.index_select(w_item, 0, self.j, out=tmp))
         a = torch.mul(wu, diff, out=tmp).sum(-1).add_(torch.mul(eu, wd, out=tmp).sum(-1)).mul_(f2)[:, None]
-        to_user = self.user_scatter @ torch.mul(diff, a, out=tmp).addcmul_(wd, f1[:, None])
-        return to_user, self.item_scatter @ torch.mul(eu, a, out=wd).addcmul_(wu, f1[:, None])
+        user_scatter, item_scatter = self.scatters
+        to_user = user_scatter @ torch.mul(diff, a, out=tmp).addcmul_(wd, f1[:, None])
+        return to_user, item_scatter @ torch.mul(eu, a, out=wd).addcmul_(wu, f1[:, None])
 
     def _dense_hvp(self, w_user: Tensor, w_item: Tensor) -> tuple[Tensor, Tensor]:
         """The same product with pair matrices: dS = W_U Eᵢᵀ + E_U W_Iᵀ, A = Σ_t f″ dm_t (±1 at
         (u,i), (u,j)), B = Σ_t f′ (±1); (H W)_U = A E_I + B W_I, (H W)_I = Aᵀ E_U + Bᵀ W_U."""
-        user_e, item_e, pi, pj, f2, b, ds = self._dense
+        user_e, item_e, pi, pj, _, f2, b, ds = self._dense
         torch.matmul(torch.cat([w_user, user_e], 1), torch.cat([item_e, w_item], 1).T, out=ds)  # [n_u, n_i]
         flat = ds.view(-1)
         a = f2 * (flat.index_select(0, pi) - flat.index_select(0, pj))

@@ -141,7 +141,7 @@ class _BPRTerms:
         """(g [m, d], v ↦ H_Σ v) at θ_S = ``theta``."""
         ego = self.ego(theta)
         out_g, out_r = self.model.propagate(ego, self.csr_a), self.model.propagate(ego, self.csr_r)
-        g = distributed.all_reduce(self._back(self.on_g.at(*out_g, dense=False).grad(), self.csr_a)
+        g = distributed.all_reduce(self._back(self.on_g.at(*out_g).grad(), self.csr_a)
                                    + self._back(self.on_r.at(*out_r).grad(self.spill), self.csr_r))
         g += self.reg_f[:, None] * theta
 
