@@ -70,3 +70,16 @@ def configured_device(config: dict) -> torch.device:
     if not config.get("use_gpu", True) or not torch.cuda.is_available():
         return torch.device("cpu")
     return chosen if isinstance(chosen, torch.device) else torch.device("cuda")
+
+
+def data_parallel_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The DistributedDataParallel wrapper RecBole 1.2.1's ``AbstractTrainer`` builds when
+    ``single_spec`` is off, for a model on any device.
+
+    RecBole 1.2.1 passes ``device_ids=[local_rank]``, which torch accepts only for a module on
+    one GPU; a CPU module (gloo) needs ``device_ids=None``.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(model.parameters()).device
+    return DistributedDataParallel(model, device_ids=[device.index or 0] if device.type == "cuda" else None)

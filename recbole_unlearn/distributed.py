@@ -40,6 +40,11 @@ def rank() -> int:
     return dist.get_rank() if active() else 0
 
 
+def local_rank() -> int:
+    """This process's index on its machine (torchrun's ``LOCAL_RANK``)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) if active() else 0
+
+
 def is_main() -> bool:
     """Rank 0: the only process that writes checkpoints, results, the audit line and the log file."""
     return rank() == 0

@@ -43,7 +43,7 @@ def train_original(config, train, valid) -> tuple[torch.nn.Module, float, dict]:
     start = perf_counter()
     init_seed(config["seed"], config["reproducibility"])
     trainer = BestStateTrainer(config, config.model_class(config, train).to(config["device"]))
-    trainer.fit_on(train, valid)
+    trainer.fit_on(train, valid, data_parallel=True)  # in a process group: RecBole's DDP loop
     return trainer.model.eval(), perf_counter() - start, dict(trainer.info)
 
 

@@ -234,6 +234,7 @@ GROUP_ROWS = (
     ("LightGCN", "IFRU", {}),  # triples split, products summed by all-reduce
     ("ENMF", "SISA", {"n_shards": 4, "shard_reuse": False}),  # shards dealt out to the ranks
     ("LightGCN", "RecEraser", {"n_shards": 3, "shard_reuse": False}),
+    ("ENMF", "Retrain", {}),  # RecBole's DDP loop in a group: another training, the same on every rank
 )
 
 
@@ -260,18 +261,31 @@ def group_member(root: str, folder: str, rows=GROUP_ROWS) -> None:
     from recbole_unlearn import distributed
 
     torch.set_num_threads(1)
+    for model in {m for m, _, _ in rows}:  # Θ_a trained alone first (in a group it would train with DDP)
+        tiny_experiment(model, root=root)
     distributed.setup({"backend": "gloo"})
     torch.save(unlearned_states(root, rows), Path(folder) / f"rank{distributed.rank()}.pt")
 
 
-def session_chain(root: str, folder: str, requests: int = 2) -> dict:
-    """A session of ``requests`` AltEraser requests on the tiny dataset (the first trains Θ_a),
-    published under ``folder``; returns {"model": the final state_dict, "checkpoints": the
-    published checkpoint paths, "results": each request's results}.  In a process group every rank calls it together (see
-    :func:`session_member`)."""
+def original_checkpoint(root: str | Path, path: str | Path, model: str = "ENMF") -> str:
+    """Save the tiny dataset's Θ_a (trained alone, :func:`tiny_experiment`) as a safe checkpoint."""
+    from recbole_unlearn.checkpoint import save_checkpoint
+    from recbole_unlearn.quick_start import checkpoint_meta
+
+    exp = tiny_experiment(model, root=root)
+    save_checkpoint(path, exp.original.state_dict(), checkpoint_meta(exp.config, exp.train, role="original"))
+    return str(path)
+
+
+def session_chain(root: str, folder: str, checkpoint: str, requests: int = 2) -> dict:
+    """A session of ``requests`` AltEraser requests on the tiny dataset from the original
+    ``checkpoint``, published under ``folder``; returns {"model": the final state_dict,
+    "checkpoints": the published checkpoint paths, "results": each request's results}.  In a
+    process group every rank calls it together (see :func:`session_member`)."""
     from recbole_unlearn.session import UnlearnSession
 
-    keys = tiny_config(root, "ENMF", unlearner="AltEraser", checkpoint_dir=str(Path(folder) / "saved"), epochs=10)
+    keys = tiny_config(root, "ENMF", unlearner="AltEraser", checkpoint_dir=str(Path(folder) / "saved"),
+                       checkpoint=checkpoint)
     session = UnlearnSession.open("ENMF", TINY, config_dict=keys)
     paths, results = [], []
     for k in range(requests):
@@ -281,10 +295,10 @@ def session_chain(root: str, folder: str, requests: int = 2) -> dict:
             "checkpoints": paths, "results": results}
 
 
-def session_member(root: str, folder: str) -> None:
+def session_member(root: str, folder: str, checkpoint: str) -> None:
     """One process of a group running :func:`session_chain`; saves ``<folder>/session-rank<r>.pt``."""
     from recbole_unlearn import distributed
 
     torch.set_num_threads(1)
     distributed.setup({"backend": "gloo"})
-    torch.save(session_chain(root, folder), Path(folder) / f"session-rank{distributed.rank()}.pt")
+    torch.save(session_chain(root, folder, checkpoint), Path(folder) / f"session-rank{distributed.rank()}.pt")

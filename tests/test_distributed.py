@@ -44,6 +44,9 @@ def test_two_processes_give_the_single_process_model(group_and_single, row):
     exact = unlearner in ("SISA", "RecEraser")  # shard methods: tensor for tensor
     expected = single[row]["model"]
     for r, result in enumerate(ranks):
+        if unlearner == "Retrain":  # DDP: each rank trained on its share of every batch
+            assert result[row]["info"]["processes"] == 2 and "processes" not in single[row]["info"]
+            continue
         got = result[row]["model"]
         assert got.keys() == expected.keys()
         bad = [k for k in expected if not close(got[k], expected[k], exact)]
@@ -67,15 +70,17 @@ def test_nproc_2_publishes_one_run_with_the_single_process_checkpoint(tmp_path, 
     keys = tiny_config_dict("ENMF", unlearner="AltEraser", epochs=5, checkpoint_dir=str(tmp_path / "saved"))
     args = [f"--{k}={v}" for k, v in keys.items()] + ["--model=ENMF", "--dataset=tiny"]
     runs = {}
-    for n in (1, 2):
-        run_dir = tmp_path / f"n{n}"
-        cmd = [sys.executable, str(REPO / "run_unlearn.py"), *args, f"--run_dir={run_dir}", f"--nproc={n}",
+    for n, start in ((1, []), (1, ["--checkpoint={original}"]), (2, ["--checkpoint={original}"])):
+        run_dir = tmp_path / f"n{n}-{len(runs)}"
+        extra = [a.format(original=next(runs[0].glob("*-original.pth"))) for a in start] if runs else []
+        cmd = [sys.executable, str(REPO / "run_unlearn.py"), *args, *extra, f"--run_dir={run_dir}", f"--nproc={n}",
                f"--port={free_port()}"]
         done = subprocess.run(cmd, cwd=_tiny_dataset, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
-        runs[n] = run_dir
+        runs[len(runs)] = run_dir
+    runs = {1: runs[1], 2: runs[2]}  # both from the same original checkpoint
     audit = (tmp_path / "saved" / "audit.jsonl").read_text().splitlines()
-    assert len(audit) == 2  # one record per run, not one per process
+    assert len(audit) == 3  # one record per run, not one per process
     states = {n: torch.load(next(d.glob("*-AltEraser.pth")), weights_only=False)["state_dict"] for n, d in runs.items()}
     for k in states[1]:
         assert close(states[2][k], states[1][k], exact=False), k
@@ -89,8 +94,9 @@ def test_a_session_of_chained_requests_in_a_group_equals_one_process(tmp_path, _
 
     group, alone = tmp_path / "group", tmp_path / "alone"
     group.mkdir()
-    distributed.spawn(testing.session_member, 2, (str(_tiny_dataset), str(group)), port=free_port())
-    single = testing.session_chain(str(_tiny_dataset), str(alone))
+    original = testing.original_checkpoint(_tiny_dataset, tmp_path / "original.pth")
+    distributed.spawn(testing.session_member, 2, (str(_tiny_dataset), str(group), original), port=free_port())
+    single = testing.session_chain(str(_tiny_dataset), str(alone), original)
     ranks = [torch.load(group / f"session-rank{r}.pt", weights_only=False) for r in range(2)]
     for k, v in single["model"].items():
         for r in ranks:

@@ -64,8 +64,7 @@ class ENMFBlocks:
     def system(self, shared: torch.Tensor, sums: BlockSums) -> tuple[torch.Tensor, torch.Tensor]:
         """(A [n,d,d], b [n,d]) from the shared Gram matrix [d,d] and the per-row sums
         (built in place: one [n,d,d] buffer)."""
-        A = torch.mul(sums.outer, 1 - self.c)
-        A.add_(shared, alpha=self.c)
+        A = torch.add(shared * self.c, sums.outer, alpha=1 - self.c)  # c·shared + (1−c)·outer, one pass
         A.diagonal(dim1=1, dim2=2).add_(sums.square * ((1 - self.c) * self.r)).add_(self.lam + JITTER)
         return A, sums.linear
 

@@ -12,7 +12,9 @@ from typing import Any, ClassVar
 import torch
 from recbole.trainer import Trainer
 
-from recbole_unlearn.config import plugin_specs
+from recbole_unlearn import distributed
+from recbole_unlearn._compat import data_parallel_model
+from recbole_unlearn.config import config_with, plugin_specs
 from recbole_unlearn.data.forget import ForgetRequest
 from recbole_unlearn.data.remaining import remaining_dataset, train_loader
 from recbole_unlearn.errors import UnlearnInputError
@@ -99,17 +101,32 @@ class BestStateTrainer(Trainer):
         self._best_state: dict | None = None
         self.info: dict = {}
 
-    def fit_on(self, data, valid, epochs: int | None = None, verbose: bool = True, loader=None) -> None:
+    def fit_on(self, data, valid, epochs: int | None = None, verbose: bool = True, loader=None,
+               data_parallel: bool = False) -> None:
         """Train ``self.model`` on ``data`` with RecBole's loop and early stopping on
         ``valid``, then restore the best epoch (kept in memory, not on disk).  ``loader``
-        replaces the model's own training loader over ``data``."""
+        replaces the model's own training loader over ``data``.
+
+        ``data_parallel`` in a process group: RecBole's DDP loop (``single_spec`` off), each rank
+        training on its share of every batch with the gradients all-reduced, so every rank ends
+        with the same model; without a group it changes nothing."""
         self.model.set_train_data(data)
         if epochs is not None:
             self.epochs = int(epochs)
             self.eval_step = min(self.config["eval_step"], self.epochs)
         self._best_state = None
-        loader = train_loader(self.config, data) if loader is None else loader
-        self.fit(loader, valid, verbose=verbose, saved=True, show_progress=self.config["show_progress"])
+        plain, parallel = self.config, data_parallel and distributed.active()
+        if parallel:
+            self.config = config_with(plain, single_spec=False, world_size=distributed.world(),
+                                      local_rank=distributed.local_rank())
+            self.distributed_model = data_parallel_model(self.model)
+        try:
+            loader = train_loader(self.config, data) if loader is None else loader
+            self.fit(loader, valid, verbose=verbose, saved=True, show_progress=self.config["show_progress"])
+        finally:
+            self.config = plain
+        if parallel:
+            self.info["processes"] = distributed.world()
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         self.info["epochs"] = len(self.train_loss_dict)

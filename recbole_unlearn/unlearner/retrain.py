@@ -41,5 +41,5 @@ class Retrain(Unlearner):
         if train_seed is not None and train_seed != seed:
             init_seed(train_seed, self.config["reproducibility"])
         self.reset_optimizer()
-        self.fit_on(remaining, task.valid)
+        self.fit_on(remaining, task.valid, data_parallel=True)  # in a process group: RecBole's DDP loop
         self.info.update(init_seed=int(seed), train_seed=int(seed if train_seed is None else train_seed))
