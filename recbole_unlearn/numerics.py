@@ -128,19 +128,32 @@ def _padded_sums(pos: Tensor, v: Tensor, values: Tensor, counts: Tensor, longest
     return BlockSums(torch.bmm(batch.transpose(1, 2), weighted), (batch * weighted).sum(1), weighted.sum(1))
 
 
-def _featurised_sums(pos: Tensor, cols: Tensor, values: Tensor, v: Tensor, n: int) -> BlockSums:
-    """Many pairs per distinct vector (e.g. every item's users): the d×d features of the
-    distinct vectors once, then one sparse product sums them per target."""
+def features(v: Tensor) -> Tensor:
+    """[v vᵀ (flattened) | v ⊙ v | v] of each row of ``v`` [n, d], [n, d² + 2d]: what the block
+    sums add up per pair."""
     d = v.shape[1]
-    device = v.device
-    feats = torch.cat([(v.unsqueeze(2) * v.unsqueeze(1)).reshape(len(v), d * d), v * v, v], dim=1)
+    return torch.cat([(v.unsqueeze(2) * v.unsqueeze(1)).reshape(len(v), d * d), v * v, v], dim=1)
+
+
+def feature_sums(pos: Tensor, cols: Tensor, values: Tensor, feats: Tensor, n: int) -> BlockSums:
+    """Σ_k values_k feats[cols_k] per target pos_k ∈ [0, n): one sparse product, [n] block sums.
+
+    ``feats`` [n_cols, d² + 2d] (:func:`features`, or a difference of them)."""
+    device = feats.device
+    d = int(round((-2 + (4 + 4 * feats.shape[1]) ** 0.5) / 2))  # d² + 2d columns
     order = torch.argsort(pos)
     incidence = torch.sparse_csr_tensor(
-        torch.searchsorted(pos[order], torch.arange(n + 1, device=device)), cols[order], values[order], (n, len(v)),
-        check_invariants=False,
+        torch.searchsorted(pos[order], torch.arange(n + 1, device=device)), cols[order], values[order],
+        (n, len(feats)), check_invariants=False,
     )
     out = torch.sparse.mm(incidence, feats)  # [n, d² + 2d]
     return BlockSums(out[:, : d * d].reshape(n, d, d), out[:, d * d : d * d + d], out[:, d * d + d :])
+
+
+def _featurised_sums(pos: Tensor, cols: Tensor, values: Tensor, v: Tensor, n: int) -> BlockSums:
+    """Many pairs per distinct vector (e.g. every item's users): the d×d features of the
+    distinct vectors once, then one sparse product sums them per target."""
+    return feature_sums(pos, cols, values, features(v), n)
 
 
 def normalized_adjacency(

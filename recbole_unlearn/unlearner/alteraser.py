@@ -32,7 +32,7 @@ from recbole_unlearn import distributed
 from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.model.protocol import offers, require
-from recbole_unlearn.numerics import BlockSums, block_sums
+from recbole_unlearn.numerics import BlockSums, feature_sums, features
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._alteraser_blocks import BlockLosses, neighbours
 from recbole_unlearn.unlearner._hf_newton import HFSettings, adamw_minimise, hf_newton
@@ -172,24 +172,28 @@ class AltEraser(Unlearner):
         losses.changed()
 
     def _erase_items_by_downdate(self, task, f_users, f_items, losses: BlockLosses) -> None:
-        """Item blocks on D_r from the cached blocks: every item of the forgetting users loses
-        their old contributions (all their D_a pairs, Θ_a's vectors) and gains their new ones
-        (their D_r pairs, re-solved vectors), in place, so the cache stays exact for Θ_u and
-        D_r; then the request's items are re-solved."""
+        """Item blocks on D_r from the cached blocks, in place, so the cache stays exact for Θ_u
+        and D_r: each D_r pair of a forgetting user u changes its item's sums by f(z'_u) − f(z_u)
+        (re-solved vs Θ_a's vector, f = :func:`features`), each forgotten pair removes f(z_u);
+        then the request's items are re-solved."""
         blocks = losses.blocks
-        users_a, items_a = pairs(task.train)
         n_users = self.model.n_users
-        forgetting = torch.zeros(n_users, dtype=torch.bool)
-        forgetting[f_users] = True
-        old_rows, new_rows = forgetting[users_a], forgetting[blocks.users]
-        rows = torch.unique(items_a[old_rows])
+        slot = torch.full((n_users,), -1, dtype=torch.long)
+        slot[f_users] = torch.arange(len(f_users))  # a forgetting user's place among them
+        kept = slot[blocks.users] >= 0  # the forgetting users' D_r pairs
+        kept_u, kept_i = blocks.users[kept], blocks.items[kept]
+        gone_u = torch.as_tensor(task.request.users, dtype=torch.long)
+        gone_i = torch.as_tensor(task.request.items, dtype=torch.long)
+        rows = torch.unique(torch.cat([kept_i, gone_i]))
         rows = rows[distributed.owner_mask(rows, self.model.n_items)]  # this process's share of the cache
         lo = self._items[0]
-        # one pass over both: +their new contributions (z of Θ_u), −their old ones (z of Θ_a)
-        z = torch.cat([blocks.z(), task.original.exact_blocks(users_a, items_a).z()])
-        delta = block_sums(torch.cat([blocks.items[new_rows], items_a[old_rows]]),
-                           torch.cat([blocks.users[new_rows], users_a[old_rows] + n_users]), rows, z,
-                           torch.cat([torch.ones(int(new_rows.sum())), -torch.ones(int(old_rows.sum()))]))
+        place = torch.full((self.model.n_items,), -1, dtype=torch.long)
+        place[rows] = torch.arange(len(rows))
+        z_old = features(task.original.exact_blocks(kept_u, kept_i).z()[f_users])
+        changes = torch.cat([features(blocks.z()[f_users]) - z_old, -z_old])  # [2|F|, d² + 2d]
+        pos, cols = torch.cat([place[kept_i], place[gone_i]]), torch.cat([slot[kept_u], slot[gone_u] + len(f_users)])
+        mine_pairs = pos >= 0
+        delta = feature_sums(pos[mine_pairs], cols[mine_pairs], torch.ones(int(mine_pairs.sum())), changes, len(rows))
         self._item_cache.add_rows(rows - lo, delta)
         mine = distributed.owner_mask(f_items, self.model.n_items)
         own = f_items[mine]
