@@ -70,13 +70,14 @@ def _child(spec: dict) -> None:
     bench = Bench(**spec["bench"])
     seed, row, path = spec["seed"], spec["row"], Path(spec["path"])
     start = perf_counter()
+    cached = (Path(bench.cache) / "originals" / bench.key / f"s{seed}-Original.pth").is_file()
     exp, train_time = prepare_cached(bench, bench.config("Retrain", seed), seed)
     record = {"dataset": bench.dataset, "model": bench.model, "seed": seed, "row": row,
               "train": {"users": int(exp.train.user_num - 1), "items": int(exp.train.item_num - 1),
                         "interactions": int(exp.train.inter_num)},
               "date": now(), "machine": machine(), "overrides": bench.overrides}
     if row == ORIGINAL:
-        write_json(path, {**record, "peak_rss_mb": peak_rss_mb(), "train_time_s": train_time,
+        write_json(path, {**record, "peak_rss_mb": peak_rss_mb(), "train_time_s": train_time, "trained_here": not cached,
                           "stage_time_s": perf_counter() - start, "epochs": exp.original_row.get("epochs")})
         return
     from recbole_unlearn.quick_start import run_unlearner
@@ -115,8 +116,10 @@ def memory_section(result_root: Path) -> str:
             for name in order:
                 r = rows[name]
                 if name == ORIGINAL:
-                    table.append([str(seed), f"{name} ({r.get('epochs')} epochs)", f"{r['peak_rss_mb']:.0f}", "–",
-                                  f"{r['train_time_s']:.1f} (training)", "–", "–", "–"])
+                    trained = r.get("trained_here", True)
+                    label = f"{name} ({r.get('epochs')} epochs)" if trained else f"{name} (loaded from the cache)"
+                    table.append([str(seed), label, f"{r['peak_rss_mb']:.0f}" if trained else "–", "–",
+                                  f"{r['train_time_s']:.1f} (training)" if r.get("train_time_s") else "–", "–", "–", "–"])
                     continue
                 state = sum(r.get("state_bytes", {}).values())
                 ratio = f"{retrain / r['time_s']:.0f}×" if retrain and r["time_s"] > 0 else "–"
