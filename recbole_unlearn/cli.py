@@ -12,6 +12,7 @@ import os
 import sys
 
 from recbole_unlearn.errors import UnlearnInputError
+from recbole_unlearn.options import shown
 
 
 def parse_options(argv: list[str]) -> dict[str, str]:
@@ -23,8 +24,6 @@ def parse_options(argv: list[str]) -> dict[str, str]:
         UnlearnInputError: an argument not of the form ``--key=value``, or a key given twice
             with different values.
     """
-    from recbole_unlearn.options import shown
-
     opts: dict[str, str] = {}
     for arg in argv:
         if not isinstance(arg, str):
@@ -62,9 +61,10 @@ def main(argv: list[str] | None = None, prog: str = "python run_unlearn.py") -> 
             ok, message = verify_audit(opts["verify_audit"])
             print(message if ok else "error: " + message, file=sys.stdout if ok else sys.stderr)
             return 0 if ok else 1
-        nproc = int(opts.get("nproc", 1)) if str(opts.get("nproc", "1")).strip().isdigit() else 0
-        if nproc < 1:
-            raise UnlearnInputError(f"nproc must be an integer >= 1, not {opts['nproc']!r}")
+        nproc = str(opts.get("nproc", "1")).strip()
+        if not nproc.isdigit() or int(nproc) < 1:
+            raise UnlearnInputError(f"nproc must be an integer >= 1, not {shown(nproc, 40)}")
+        nproc = int(nproc)
         if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # start the group's local processes
             return _spawn_group(argv, prog, opts, nproc)
         files = opts.pop("config_files", None)

@@ -104,23 +104,26 @@ def assemble(shape: tuple, mine: Tensor, values: Tensor) -> Tensor:
     return all_reduce(out)
 
 
-def gather_rows(t: Tensor) -> Tensor | None:
-    """Every rank's ``t`` [n_r, ...] stacked along dim 0 in rank order, on rank 0 (None elsewhere).
+def _wire(t: Tensor) -> Tensor:
+    """``t`` where the backend can send it: on this rank's CUDA device under nccl, else the CPU."""
+    return t.to(torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu")
 
-    The ranks' row counts may differ; used to write a state that is sharded by id range.
-    """
+
+def gather_rows(t: Tensor) -> Tensor | None:
+    """Every rank's ``t`` [n_r, ...] stacked along dim 0 in rank order, on rank 0's CPU (None
+    elsewhere).  The ranks' row counts may differ; used to save a state sharded by id range."""
     if not active():
         return t
-    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(world())]
-    dist.all_gather(sizes, torch.tensor([len(t)]))
+    sizes = [_wire(torch.zeros(1, dtype=torch.long)) for _ in range(world())]
+    dist.all_gather(sizes, _wire(torch.tensor([len(t)])))
     longest = int(max(s.item() for s in sizes))
-    padded = t.new_zeros((longest, *t.shape[1:]))
-    padded[: len(t)] = t
+    padded = _wire(t.new_zeros((longest, *t.shape[1:])))
+    padded[: len(t)] = _wire(t)
     parts = [torch.empty_like(padded) for _ in range(world())] if is_main() else None
     dist.gather(padded, parts, dst=0)
     if not is_main():
         return None
-    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)]).cpu()
 
 
 def broadcast_object(value: Any, src: int = 0) -> Any:
@@ -141,18 +144,21 @@ def broadcast_module(module: torch.nn.Module, src: int) -> None:
             dist.broadcast(t, src=src)
 
 
-def on_main(fn: Callable[[], Any], error: type[Exception]) -> Any:
-    """Run ``fn`` on rank 0 only; an ``error`` it raises is raised on every rank (so no rank
-    waits for a collective the others never reach).  Returns fn's value on rank 0, None elsewhere."""
+def on_main(fn: Callable[[], Any], error: type[Exception] = Exception) -> Any:
+    """Run ``fn`` on rank 0 only; if it raises an ``error``, rank 0 re-raises it and every other
+    rank raises ``error`` with its message, so no rank waits for a collective the others never
+    reach.  Returns fn's value on rank 0, None elsewhere."""
     failure, value = None, None
     if is_main():
         try:
             value = fn()
         except error as e:
-            failure = str(e)
-    failure = broadcast_object(failure)
+            failure = e
+    message = broadcast_object(None if failure is None else (str(failure) or type(failure).__name__))
     if failure is not None:
-        raise error(failure)
+        raise failure
+    if message is not None:
+        raise error(f"rank 0 failed: {message}") if error is Exception else error(message)
     return value
 
 

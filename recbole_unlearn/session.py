@@ -123,9 +123,10 @@ class UnlearnSession:
             request_id = distributed.broadcast_object(str(config["request_id"] or new_request_id()))
             ledger = next_ledger(exp, request_id)
             state = run.states.get(name)  # this process's share, kept for the next request
-            run.states[name] = whole_state(unlearner_cls, state)
-            path = publish(exp, run, outputs, name, request_id, ledger) if outputs is not None else None
-            path = distributed.broadcast_object(path)
+            if self.saved:
+                run.states[name] = whole_state(unlearner_cls, state)
+            path = distributed.broadcast_object(distributed.on_main(  # rank 0 publishes; a failure stops every rank
+                lambda: publish(exp, run, outputs, name, request_id, ledger) if outputs is not None else None))
         except BaseException:
             if outputs is not None:
                 outputs.abort()

@@ -112,3 +112,14 @@ def test_a_session_of_chained_requests_in_a_group_equals_one_process(tmp_path, _
     for k, v in states[1].items():
         assert states[0][k].shape == v.shape and close(states[0][k], v, exact=False), k
     assert last[0].meta["ledger"]["entries"] and len(last[0].meta["ledger"]["entries"]) == 2
+
+
+@pytest.mark.parametrize("bad, message", [(["--nproc=zero"], "nproc must be an integer >= 1"),
+                                          (["--nproc=2", "--unlearner=nope"], "unknown unlearner 'nope'")])
+def test_bad_input_in_a_group_is_one_error_line_and_exit_2(tmp_path, bad, message):
+    done = subprocess.run([sys.executable, str(REPO / "run_unlearn.py"), *bad, f"--checkpoint_dir={tmp_path}",
+                           f"--port={free_port()}"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0]
+    assert not any(tmp_path.iterdir())  # nothing written
