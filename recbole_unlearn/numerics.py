@@ -107,15 +107,14 @@ def block_sums(rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, ve
               else weights.to(device)[keep].to(vectors.dtype))
     counts = torch.bincount(pos, minlength=n)
     longest = int(counts.max()) if len(pos) else 0
-    used, cols = torch.unique(cols, return_inverse=True)  # featurise only the vectors the pairs use
-    if len(pos) > 4 * len(used) or n * longest > 8 * len(pos):
-        return _featurised_sums(pos, cols, values, vectors[used], n)
-    return _padded_sums(pos, vectors[used][cols], values, counts, longest)
+    if n * longest > 8 * len(pos) or len(pos) > 4 * len(torch.unique(cols)):  # uneven, or many pairs per vector
+        return _bucketed_sums(pos, cols, values, vectors, n)
+    return _padded_sums(pos, vectors[cols], values, counts, longest)
 
 
 def _padded_sums(pos: Tensor, v: Tensor, values: Tensor, counts: Tensor, longest: int) -> BlockSums:
-    """Few pairs per distinct vector (e.g. a few users' rows): each target's pairs in one padded
-    batch [n, longest, d], summed by batched products (no d×d feature per pair)."""
+    """Few pairs per target, evenly spread (e.g. a few users' rows): each target's pairs in
+    one padded batch [n, longest, d], summed by batched products."""
     n, d = len(counts), v.shape[1]
     order = torch.argsort(pos, stable=True)
     pos, v, values = pos[order], v[order], values[order]
@@ -126,6 +125,40 @@ def _padded_sums(pos: Tensor, v: Tensor, values: Tensor, counts: Tensor, longest
     weighted = v.new_zeros(n, longest, d)
     weighted[pos, slot] = v * values.unsqueeze(1)
     return BlockSums(torch.bmm(batch.transpose(1, 2), weighted), (batch * weighted).sum(1), weighted.sum(1))
+
+
+def _bucketed_sums(pos: Tensor, cols: Tensor, values: Tensor, v: Tensor, n: int, budget: int = 1 << 18) -> BlockSums:
+    """Many pairs per target (e.g. every item's users): the targets grouped by pair count
+    (powers of two), each group's vectors gathered into zero-padded batches [c, L, d] of at
+    most ``budget`` floats and summed by batched products, Σ_k w_k v_k v_kᵀ = Vᵀ(w ⊙ V), whose
+    diagonal is Σ_k w_k v_k ⊙ v_k.  The work is dense matrix products, where the sparse product
+    with d×d features per pair is bound by memory bandwidth; the padding is less than the pairs."""
+    d, device, m = v.shape[1], v.device, len(cols)
+    order = torch.argsort(pos, stable=True)
+    vz = torch.cat([v, v.new_zeros(1, d)])  # row len(v): the padding's zero vector
+    source = torch.cat([cols[order], torch.tensor([len(v)], device=device)])  # pair slot m: the padding
+    unit = bool((values == 1).all())
+    weight = None if unit else torch.cat([values[order].to(v.dtype), v.new_zeros(1)])
+    counts = torch.bincount(pos, minlength=n)
+    starts = torch.cumsum(counts, 0) - counts
+    outer, linear = v.new_zeros(n, d, d), v.new_zeros(n, d)
+    level = torch.ceil(torch.log2(counts.clamp(min=1).double())).long()
+    level[counts == 0] = -1
+    for b in torch.unique(level).tolist():
+        if b < 0:
+            continue
+        targets = torch.nonzero(level == b).squeeze(1)
+        longest = int(counts[targets].max())
+        slot = torch.arange(longest, device=device)
+        step = max(1, budget // (longest * d))
+        for s in range(0, len(targets), step):
+            t = targets[s : s + step]
+            at = torch.where(slot < counts[t, None], starts[t, None] + slot, m)  # [c, L] pair slots
+            vec = vz[source[at]]  # [c, L, d], zero rows past each target's pairs
+            weighted = vec if unit else vec * weight[at].unsqueeze(-1)
+            outer[t] = torch.bmm(vec.transpose(1, 2), weighted)
+            linear[t] = weighted.sum(1)
+    return BlockSums(outer, outer.diagonal(dim1=1, dim2=2).clone(), linear)
 
 
 def features(v: Tensor) -> Tensor:
@@ -148,12 +181,6 @@ def feature_sums(pos: Tensor, cols: Tensor, values: Tensor, feats: Tensor, n: in
     )
     out = torch.sparse.mm(incidence, feats)  # [n, d² + 2d]
     return BlockSums(out[:, : d * d].reshape(n, d, d), out[:, d * d : d * d + d], out[:, d * d + d :])
-
-
-def _featurised_sums(pos: Tensor, cols: Tensor, values: Tensor, v: Tensor, n: int) -> BlockSums:
-    """Many pairs per distinct vector (e.g. every item's users): the d×d features of the
-    distinct vectors once, then one sparse product sums them per target."""
-    return feature_sums(pos, cols, values, features(v), n)
 
 
 def normalized_adjacency(

@@ -119,11 +119,13 @@ def test_the_symmetric_sparse_product_has_torch_sparse_mm_values_gradients_and_c
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("unit", [False, True], ids=["signed weights", "unit weights"])
 @pytest.mark.parametrize("shape", ["few pairs per vector", "many pairs per vector", "skewed", "empty"])
-def test_block_sums_take_either_path_to_the_same_sums(shape):
-    """``block_sums`` sums per target either in padded batches or through the d×d features of
-    the distinct vectors; both equal a plain loop over the pairs (±1 weights included)."""
-    from recbole_unlearn.numerics import _featurised_sums, _padded_sums, block_sums
+def test_block_sums_take_any_path_to_the_same_sums(shape, unit):
+    """``block_sums`` sums per target in one padded batch, in padded batches per pair-count
+    group, or (``feature_sums``) through each vector's d×d features; all equal a plain loop over
+    the pairs (±1 weights included)."""
+    from recbole_unlearn.numerics import _bucketed_sums, _padded_sums, block_sums, feature_sums, features
 
     g = torch.Generator().manual_seed(3)
     n_rows, n_cols, d = 30, 50, 4
@@ -132,7 +134,7 @@ def test_block_sums_take_either_path_to_the_same_sums(shape):
     if shape == "skewed":
         rows[:40] = 3
     vectors = torch.randn(n_cols, d, generator=g, dtype=torch.float64)
-    weights = torch.where(torch.rand(m, generator=g) < 0.3, -1.0, 1.0).double()
+    weights = torch.ones(m, dtype=torch.float64) if unit else torch.where(torch.rand(m, generator=g) < 0.3, -1.0, 1.0).double()
     targets = torch.tensor([3, 7, 1, 12])
     got = block_sums(rows, cols, targets, vectors, weights)
     for j, t in enumerate(targets.tolist()):
@@ -145,12 +147,13 @@ def test_block_sums_take_either_path_to_the_same_sums(shape):
     position[targets] = torch.arange(len(targets))
     keep = position[rows] >= 0
     pos, c, w = position[rows][keep], cols[keep], weights[keep]
-    used, inverse = torch.unique(c, return_inverse=True)
     counts = torch.bincount(pos, minlength=len(targets))
     padded = _padded_sums(pos, vectors[c], w, counts, int(counts.max()) if len(pos) else 0)
-    featurised = _featurised_sums(pos, inverse, w, vectors[used], len(targets))
-    for a, b in ((padded.outer, featurised.outer), (padded.square, featurised.square), (padded.linear, featurised.linear)):
-        torch.testing.assert_close(a, b)
+    bucketed = _bucketed_sums(pos, c, w, vectors, len(targets), budget=8)  # several batches per group
+    featured = feature_sums(pos, c, w, features(vectors), len(targets))
+    for other in (bucketed, featured):
+        for a, b in ((padded.outer, other.outer), (padded.square, other.square), (padded.linear, other.linear)):
+            torch.testing.assert_close(a, b)
 
 
 def test_enmf_history_without_a_request_is_the_history_of_the_remaining_data():
