@@ -63,7 +63,7 @@ class AltEraser(Unlearner):
     """Alternating block re-optimisation on D_r; see the module docstring."""
 
     params_class = AltEraserParams
-    sharded_state = ("item_outer", "item_square", "item_linear")  # split by item id in a process group
+    sharded_state = ("item_outer", "item_square", "item_linear")  # split by item id in a process group (strided)
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -80,23 +80,23 @@ class AltEraser(Unlearner):
 
     def pretrain(self, task) -> bool:
         """With ah_newton and ``alt_cache``: Θ_a's item block sums on D_a, [n_items, d, d] etc.
-        (in a process group, this rank's item id range only), or, on a chain, the sums the
+        (in a process group, this rank's items only), or, on a chain, the sums the
         previous request left (then nothing is prepared)."""
         if self.params.alt_optimizer != "ah_newton" or not self.params.alt_cache:
             return False
         n_items = task.original.n_items
-        lo, hi = self._items = distributed.owned_range(n_items)
+        self._items = distributed.owned(n_items)
         carried = task.method_state or {}
         if set(self.sharded_state) <= set(carried):
             parts = [carried[k] for k in self.sharded_state]
-            if len(parts[0]) == n_items and hi - lo != n_items:  # a whole saved state: this rank's rows
-                parts = [t[lo:hi] for t in parts]
-            if len(parts[0]) == hi - lo:
+            if len(parts[0]) == n_items != len(self._items):  # a whole saved state: this rank's rows
+                parts = [distributed.my_share(t) for t in parts]
+            if len(parts[0]) == len(self._items):
                 self._item_cache = BlockSums(*(t.to(self.device) for t in parts))
                 self.info.update(cache_carried=True, prepare_time_s=0.0, cache_bytes=self._cache_bytes())
                 return False
         blocks = task.original.exact_blocks(*pairs(task.train))
-        self._item_cache = blocks.item_sums(torch.arange(lo, hi))
+        self._item_cache = blocks.item_sums(self._items)
         self.info["cache_bytes"] = self._cache_bytes()
         return True
 
@@ -107,12 +107,12 @@ class AltEraser(Unlearner):
     def method_state(self, task, remaining) -> dict | None:
         """The item block sums of Θ_u on D_r: downdated in the erase pass, recomputed after
         further passes (they move every user vector).  In a process group each rank returns
-        its item id range (:attr:`sharded_state`)."""
+        the rows of its items (:attr:`sharded_state`)."""
         if self._item_cache is None:
             return None
         if self.info.get("passes", 0) > 0:
             blocks = self.model.exact_blocks(*pairs(remaining))
-            self._item_cache = blocks.item_sums(torch.arange(*self._items))
+            self._item_cache = blocks.item_sums(self._items)
         c = self._item_cache
         return {"item_outer": c.outer, "item_square": c.square, "item_linear": c.linear}
 
@@ -152,7 +152,7 @@ class AltEraser(Unlearner):
         p = self.params
         if p.alt_optimizer == "ah_newton":  # independent exact solves: each process solves the rows it owns
             solve = losses.blocks.solve_users if kind == "user" else losses.blocks.solve_items
-            mine = distributed.owner_mask(rows, len(table))
+            mine = distributed.owner_mask(rows)
             own = rows[mine]
             solved = [solve(own[s : s + p.alt_batch_size]) for s in range(0, len(own), p.alt_batch_size)]
             values = torch.cat(solved) if solved else table.data.new_zeros(0, table.shape[1])
@@ -185,8 +185,7 @@ class AltEraser(Unlearner):
         gone_u = torch.as_tensor(task.request.users, dtype=torch.long)
         gone_i = torch.as_tensor(task.request.items, dtype=torch.long)
         rows = torch.unique(torch.cat([kept_i, gone_i]))
-        rows = rows[distributed.owner_mask(rows, self.model.n_items)]  # this process's share of the cache
-        lo = self._items[0]
+        rows = rows[distributed.owner_mask(rows)]  # this process's share of the cache
         place = torch.full((self.model.n_items,), -1, dtype=torch.long)
         place[rows] = torch.arange(len(rows))
         z_old = features(task.original.exact_blocks(kept_u, kept_i).z()[f_users])
@@ -194,10 +193,10 @@ class AltEraser(Unlearner):
         pos, cols = torch.cat([place[kept_i], place[gone_i]]), torch.cat([slot[kept_u], slot[gone_u] + len(f_users)])
         mine_pairs = pos >= 0
         delta = feature_sums(pos[mine_pairs], cols[mine_pairs], torch.ones(int(mine_pairs.sum())), changes, len(rows))
-        self._item_cache.add_rows(rows - lo, delta)
-        mine = distributed.owner_mask(f_items, self.model.n_items)
+        self._item_cache.add_rows(distributed.local_index(rows), delta)
+        mine = distributed.owner_mask(f_items)
         own = f_items[mine]
-        solved = blocks.solve_items(own, self._item_cache.select(own - lo))
+        solved = blocks.solve_items(own, self._item_cache.select(distributed.local_index(own)))
         table = losses.table("item")
         table.data[f_items] = distributed.assemble((len(f_items), table.shape[1]), mine, solved)
         losses.changed()

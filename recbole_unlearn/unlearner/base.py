@@ -156,7 +156,7 @@ class Unlearner(BestStateTrainer):
     #: whether the method can start from a sharded ensemble (a SISA / RecEraser checkpoint)
     accepts_ensemble: ClassVar[bool] = False
     #: keys of :meth:`method_state` whose tensors are split by rows across the processes of a
-    #: group (rank order = row order; gathered before the state is saved)
+    #: group (rank r holds rows r, r + N, ...: ``distributed.owned``; gathered before saving)
     sharded_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config, model: torch.nn.Module):

@@ -86,9 +86,8 @@ def _ids(dataset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _share(*arrays: np.ndarray) -> list[np.ndarray]:
-    """This process's contiguous share of equally long arrays (all of them with one process)."""
-    lo, hi = distributed.owned_range(len(arrays[0]))
-    return [a[lo:hi] for a in arrays]
+    """This process's share of equally long arrays (all of them with one process)."""
+    return [distributed.my_share(a) for a in arrays]
 
 
 def _csr(graph):
