@@ -3,9 +3,10 @@
 Per seed, Θ_a is trained once (cached, in this process); then for every unlearner and every N
 of ``--nprocs`` a group of N processes is started (:func:`recbole_unlearn.distributed.spawn`,
 one torch thread each).  Every process loads the cached Θ_a and the split, the group applies
-the run's request (``forget_users`` users, private) and each rank reports its peak RSS and the
-method's info (AltEraser: ``cache_bytes``, the item-block cache this rank holds); the time is
-rank 0's ``time_s``, the wall time of the whole group.  Rank 0's unlearned parameters are
+the run's request (``forget_users`` users, private) ``--repeats`` times, each from Θ_a, and each
+rank reports its peak RSS and the method's info (AltEraser: ``cache_bytes``, the item-block
+cache this rank holds); the time is the median of rank 0's ``time_s`` (the wall time of the
+whole group) over the repeats, all of which are kept.  Rank 0's unlearned parameters are
 compared with the 1-process run's: the largest absolute difference, and whether they are equal
 tensor for tensor.  The speed-up is against the 1-process run of the same command.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import resource
+import statistics
 import socket
 import tempfile
 from dataclasses import asdict
@@ -36,7 +38,7 @@ def _free_port() -> int:
 
 
 def run_group(bench: Bench, variants: list[Variant], seeds: list[int], nprocs: list[int], threads: int,
-              command: str | None = None) -> None:
+              command: str | None = None, repeats: int = 1) -> None:
     """Run every missing (seed, unlearner, N); one JSON each (N = 1 first: the others compare with it)."""
     nprocs = sorted(set([1] + list(nprocs)))
     bench.write_experiment(command, unlearners=[v.name for v in variants], nprocs=nprocs)
@@ -49,16 +51,16 @@ def run_group(bench: Bench, variants: list[Variant], seeds: list[int], nprocs: l
                 prepare_cached(bench, bench.config("Retrain", seed), seed)  # Θ_a, trained once if missing
             for variant, n in todo:
                 bar.set_postfix_str(f"seed {seed}: {variant.name}, {n} processes")
-                _run_one(bench, seed, variant, n, threads)
+                _run_one(bench, seed, variant, n, threads, repeats)
                 bar.update(1)
     finally:
         bar.close()
 
 
-def _run_one(bench: Bench, seed: int, variant: Variant, n: int, threads: int) -> None:
+def _run_one(bench: Bench, seed: int, variant: Variant, n: int, threads: int, repeats: int) -> None:
     path = bench.result_path(seed, f"{variant.name}-n{n}")
     spec = {"bench": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(bench).items() if k != "_configs"},
-            "seed": seed, "row": variant.name, "threads": threads}
+            "seed": seed, "row": variant.name, "threads": threads, "repeats": repeats}
     with tempfile.TemporaryDirectory() as folder:
         try:
             distributed.spawn(_member, n, (spec, folder), port=_free_port())
@@ -80,9 +82,10 @@ def _run_one(bench: Bench, seed: int, variant: Variant, n: int, threads: int) ->
     exact = None if single is None else all(torch.equal(state[k], single[k]) for k in single)
     write_json(path, {
         "dataset": bench.dataset, "model": bench.model, "seed": seed, "row": variant.name, "nproc": n,
-        "forget": ranks[0]["forget"], "time_s": ranks[0]["time_s"], "info": ranks[0]["info"],
+        "forget": ranks[0]["forget"], "time_s": statistics.median(ranks[0]["times"]), "times": ranks[0]["times"],
+        "info": ranks[0]["info"],
         "ranks": [{"peak_rss_mb": r["peak_rss_mb"], "cache_bytes": r["info"].get("cache_bytes"),
-                   "time_s": r["time_s"]} for r in ranks],
+                   "time_s": statistics.median(r["times"])} for r in ranks],
         "max_abs_diff_vs_1": diff, "equal_to_1": exact,
         "date": now(), "machine": machine(), "overrides": bench.overrides,
     })
@@ -99,16 +102,19 @@ def _member(spec: dict, folder: str) -> None:
     out = Path(folder) / f"rank{distributed.rank()}.json"
     exp, _ = prepare_cached(bench, bench.config("Retrain", seed), seed)
     variant = parse_unlearners(spec["row"])[0]
-    distributed.barrier()
-    try:
-        outcome = run_unlearner(exp, variant.cls, variant.config(bench, seed))
-    except UnlearnInputError as e:
-        out.write_text(json.dumps({"error": str(e)}))
-        return
+    times = []
+    for _ in range(int(spec["repeats"])):
+        distributed.barrier()
+        try:
+            outcome = run_unlearner(exp, variant.cls, variant.config(bench, seed))
+        except UnlearnInputError as e:
+            out.write_text(json.dumps({"error": str(e)}))
+            return
+        times.append(outcome.time_s)
     if distributed.is_main():
         torch.save({k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}, Path(folder) / "model.pt")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    out.write_text(json.dumps({"time_s": outcome.time_s, "info": outcome.info, "peak_rss_mb": peak,
+    out.write_text(json.dumps({"times": times, "info": outcome.info, "peak_rss_mb": peak,
                                "forget": exp.request.summary()}, default=str))
 
 
@@ -136,7 +142,7 @@ def group_section(result_root: Path) -> str:
                 " / ".join("–" if c is None else f"{c / 2**20:.1f}" for c in cache), share,
                 "–" if r["max_abs_diff_vs_1"] is None else ("equal" if r["equal_to_1"] else f"{r['max_abs_diff_vs_1']:.1e}"),
             ])
-        parts.append(markdown_table(["seed", "row", "processes", "time_s (rank 0)", "preparation (s)", "speed-up vs 1 process",
+        parts.append(markdown_table(["seed", "row", "processes", "time_s (rank 0, median)", "preparation (s)", "speed-up vs 1 process",
                                      "peak RSS per rank (MiB)", "item cache per rank (MiB)", "largest cache share vs 1",
                                      "parameters vs 1 process"], table))
         if errors:

@@ -25,6 +25,7 @@ Benchmark keys (everything else, RecBole-style ``--key=value``, goes into the Co
                             latency: N single-user requests in one session (1000)
                             memory: one request of K users, each row in its own process (K = 64)
   nprocs         group: the process counts of every row (gloo; 1 is always run)  (1,2)
+  repeats        group: requests per row, each from Θ_a (the time is their median) (1)
   datasets, request_sizes   scaling: datasets and request sizes (users)   (--dataset; 1,2,...,512)
                             shards: the tables suite (private) at each size  (1,8,64)
   out, cache     results folder (committed) / checkpoint folder (not)     (benchmarks/results, benchmarks/.cache)
@@ -60,7 +61,7 @@ DEFAULTS = {
     "seeds": "3", "seed": "2020", "requests": None, "request_users": None, "datasets": None,
     "request_sizes": None, "out": str(REPO_ROOT / "benchmarks" / "results"),
     "cache": str(REPO_ROOT / "benchmarks" / ".cache"), "report": str(REPO_ROOT / "BENCHMARKS.md"), "threads": "1",
-    "device": "cpu", "nprocs": "1,2",
+    "device": "cpu", "nprocs": "1,2", "repeats": "1",
 }
 
 
@@ -153,7 +154,7 @@ def run(opts: dict, overrides: dict, command: str | None = None) -> Path:
         memory.run_memory(bench("memory", opts["dataset"], "private"), unlearners, seeds, k, int(opts["threads"]), command)
     if suite == "group":  # not part of "all": it needs every core to itself
         group.run_group(bench("group", opts["dataset"], opts["scenario"]), unlearners, seeds, _ints(opts["nprocs"], "nprocs"),
-                        int(opts["threads"]), command)
+                        int(opts["threads"]), command, _ints(opts["repeats"], "repeats")[0])
     return document.write_report(Path(opts["out"]), Path(opts["report"]))
 
 
