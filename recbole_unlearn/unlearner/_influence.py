@@ -128,13 +128,15 @@ class BPRTriples:
     Two forms of the same products: per triple, with scatters through fixed CSR incidence
     matrices (one-hot users, ±1 items; built on first use), or, when the [n_users, n_items]
     score matrix has few entries per triple, through that matrix: m from one product E_U E_Iᵀ,
-    the gradient B E_I and Bᵀ E_U with B = Σ_t f′ (±1 at (u, i), (u, j)).
+    the gradient B E_I and Bᵀ E_U with B = Σ_t f′ (±1 at (u, i), (u, j)).  The score matrix
+    holds only the users that have triples (in a process group, a rank's users).
     """
 
     def __init__(self, users: np.ndarray, pos: np.ndarray, neg: np.ndarray, weight: np.ndarray,
                  n_users: int, n_items: int):
         self.u, self.i, self.j = (torch.as_tensor(a, dtype=torch.long) for a in (users, pos, neg))
         self.w = torch.as_tensor(weight, dtype=torch.float32)
+        self.rows, self.local_u = torch.unique(self.u, return_inverse=True)  # the users with triples
         self._coo = (np.asarray(users), np.asarray(pos), np.asarray(neg), n_users, n_items)
         self._scatters: tuple[Tensor, Tensor] | None = None
         self._at: tuple | None = None
@@ -161,15 +163,16 @@ class BPRTriples:
         than per-triple gathers when it has few entries per triple); None decides by size
         (≤ 32 entries per triple).
         """
-        n_u, n_i = len(user_e), len(item_e)
+        n_i = len(item_e)
         self._buffers = self._at = self._dense = None
-        if dense or (dense is None and n_u * n_i <= 32 * len(self)):
-            pi, pj = self.u * n_i + self.i, self.u * n_i + self.j
-            ds = user_e @ item_e.T  # [n_u, n_i]: scores now, a work buffer of the products later
+        if dense or (dense is None and len(self.rows) * n_i <= 32 * len(self)):
+            pi, pj = self.local_u * n_i + self.i, self.local_u * n_i + self.j
+            ue = user_e.index_select(0, self.rows)  # [r, d]
+            ds = ue @ item_e.T  # [r, n_i]: scores now, a work buffer of the products later
             flat = ds.view(-1)
             s = torch.sigmoid(flat.index_select(0, pi) - flat.index_select(0, pj))
             f1, f2 = self.w * (s - 1), self.w * s * (1 - s)
-            self._dense = (user_e, item_e, pi, pj, f1, f2, self._pair_matrix(pi, pj, f1, n_u, n_i), ds)
+            self._dense = (user_e, item_e, ue, pi, pj, f1, f2, self._pair_matrix(pi, pj, f1, len(ue), n_i), ds)
             return self
         eu = user_e.index_select(0, self.u)
         diff = item_e.index_select(0, self.i) - item_e.index_select(0, self.j)
@@ -190,10 +193,10 @@ class BPRTriples:
         """Gradient w.r.t. (user_e, item_e) at the point, ([n_users, d], [n_items, d]);
         ``scale`` [T] multiplies each triple's weight (e.g. a mask)."""
         if self._dense is not None:
-            user_e, item_e, pi, pj, f1, _, b, _ = self._dense
+            user_e, item_e, ue, pi, pj, f1, _, b, _ = self._dense
             if scale is not None:
-                b = self._pair_matrix(pi, pj, f1 * scale, len(user_e), len(item_e))
-            return b @ item_e, b.T @ user_e
+                b = self._pair_matrix(pi, pj, f1 * scale, len(ue), len(item_e))
+            return self._to_users(b @ item_e, user_e), b.T @ ue
         eu, diff, f1, _ = self._at
         f1 = (f1 if scale is None else f1 * scale)[:, None]
         return self._scatter(f1 * diff, f1 * eu)
@@ -214,15 +217,20 @@ class BPRTriples:
         to_user = user_scatter @ torch.mul(diff, a, out=tmp).addcmul_(wd, f1[:, None])
         return to_user, item_scatter @ torch.mul(eu, a, out=wd).addcmul_(wu, f1[:, None])
 
+    def _to_users(self, rows: Tensor, like: Tensor) -> Tensor:
+        """Rows of the users with triples [r, d] placed in a [n_users, d] tensor (zeros elsewhere)."""
+        return torch.zeros_like(like).index_copy_(0, self.rows, rows)
+
     def _dense_hvp(self, w_user: Tensor, w_item: Tensor) -> tuple[Tensor, Tensor]:
         """The same product with pair matrices: dS = W_U Eᵢᵀ + E_U W_Iᵀ, A = Σ_t f″ dm_t (±1 at
         (u,i), (u,j)), B = Σ_t f′ (±1); (H W)_U = A E_I + B W_I, (H W)_I = Aᵀ E_U + Bᵀ W_U."""
-        user_e, item_e, pi, pj, _, f2, b, ds = self._dense
-        torch.matmul(torch.cat([w_user, user_e], 1), torch.cat([item_e, w_item], 1).T, out=ds)  # [n_u, n_i]
+        user_e, item_e, ue, pi, pj, _, f2, b, ds = self._dense
+        wu = w_user.index_select(0, self.rows)
+        torch.matmul(torch.cat([wu, ue], 1), torch.cat([item_e, w_item], 1).T, out=ds)  # [r, n_i]
         flat = ds.view(-1)
         a = f2 * (flat.index_select(0, pi) - flat.index_select(0, pj))
         flat.zero_().index_add_(0, pi, a).index_add_(0, pj, -a)  # ds now holds A
-        return torch.addmm(ds @ item_e, b, w_item), torch.addmm(ds.T @ user_e, b.T, w_user)
+        return self._to_users(torch.addmm(ds @ item_e, b, w_item), user_e), torch.addmm(ds.T @ ue, b.T, wu)
 
 
 class BPRRowDerivatives:

@@ -85,9 +85,11 @@ def _ids(dataset) -> tuple[np.ndarray, np.ndarray]:
     return tuple(x.numpy() for x in pairs(dataset))
 
 
-def _share(*arrays: np.ndarray) -> list[np.ndarray]:
-    """This process's share of equally long arrays (all of them with one process)."""
-    return [distributed.my_share(a) for a in arrays]
+def _share(users: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
+    """The triples of this process's users, (users, *arrays) (all of them with one process):
+    each rank's score matrix then holds its users' rows only."""
+    mine = users % distributed.world() == distributed.rank()
+    return [a[mine] for a in (users, *arrays)]
 
 
 def _csr(graph):
@@ -104,8 +106,9 @@ class _BPRTerms:
     edges reuse theirs, so ℓ(G) − ℓ(G') compares the same triple and the regulariser cancels.
     H_Σ is exact: v ↦ reg·c ⊙ v + [M' H_out M' v]_S with H_out from :class:`BPRTriples`
     (tests/test_ifru.py checks g and H_Σ v against double backprop of the same objective).
-    In a process group the triples are split between the ranks and g and every H_Σ v are
-    summed by all-reduce, so the conjugate gradient runs on the same vectors on every rank.
+    In a process group each rank holds the triples of its users (ids r, r + N, ...) and g and
+    every H_Σ v are summed by all-reduce, so the conjugate gradient runs on the same vectors on
+    every rank; the propagations are done whole by every rank.
     """
 
     def __init__(self, model, rows: torch.Tensor, adj_a, ids_r, forget, spill: np.ndarray, positives, k, rng):
@@ -117,7 +120,7 @@ class _BPRTerms:
         rj = sample_negatives(ru, positives, n_i, rng)
         fu, fi = np.repeat(forget[0], k), np.repeat(forget[1], k)
         fj = sample_negatives(fu, positives, n_i, rng)
-        # in a process group each rank holds a contiguous share of the triples (all of them alone)
+        # in a process group each rank holds the triples of its users (all of them alone)
         on_g = _share(np.concatenate([fu, ru[spill]]), np.concatenate([fi, ri[spill]]), np.concatenate([fj, rj[spill]]),
                       np.r_[np.full(len(fu), 1.0 / k), np.ones(spill.sum())])
         self.on_g = BPRTriples(*on_g, n_u, n_i)  # D_f (weight 1/k) and D_ch on G
