@@ -21,6 +21,7 @@ pytest_generate_tests`` if your tests do not have one).
 from __future__ import annotations
 
 import copy
+import os
 import tempfile
 from dataclasses import fields, replace
 from pathlib import Path
@@ -238,33 +239,37 @@ GROUP_ROWS = (
 )
 
 
-def unlearned_states(root: str | Path, rows=GROUP_ROWS) -> list[dict]:
-    """Per row, Θ_u's state_dict, the method state as one process holds it (rank 0; None on
-    the others) and the method's info, for the tiny dataset's noise request.  In a process group
-    every rank calls this together."""
+def unlearned_states(root: str | Path, rows=GROUP_ROWS, **keys) -> list[dict]:
+    """Per row, Θ_u's state_dict (on the CPU), the method state as one process holds it (rank
+    0; None on the others) and the method's info, for the tiny dataset's private request (config
+    ``keys`` added, e.g. ``use_gpu``).  In a process group every rank calls this together."""
     from recbole_unlearn.config import config_with
     from recbole_unlearn.session import whole_state
 
     out = []
-    for model, unlearner, keys in rows:
-        exp = tiny_experiment(model, root=root)
+    for model, unlearner, own in rows:
+        exp = tiny_experiment(model, root=root, **keys)
         cls = get_unlearner(unlearner)
-        outcome = run_unlearner(exp, cls, config_with(exp.config, **keys))
-        out.append({"model": {k: v.detach().clone() for k, v in outcome.model.state_dict().items()},
+        outcome = run_unlearner(exp, cls, config_with(exp.config, **own))
+        out.append({"model": {k: v.detach().cpu().clone() for k, v in outcome.model.state_dict().items()},
                     "state": whole_state(cls, outcome.state), "info": outcome.info})
     return out
 
 
-def group_member(root: str, folder: str, rows=GROUP_ROWS) -> None:
+def group_member(root: str, folder: str, rows=GROUP_ROWS, backend: str = "gloo", use_gpu: bool = False) -> None:
     """One process of a group (started by :func:`recbole_unlearn.distributed.spawn`): joins the
-    group, runs :func:`unlearned_states` and saves what it got as ``<folder>/rank<r>.pt``."""
+    group (``backend``; nccl: one CUDA device per process, ``use_gpu``), runs
+    :func:`unlearned_states` and saves what it got as ``<folder>/rank<r>.pt``."""
     from recbole_unlearn import distributed
 
     torch.set_num_threads(1)
+    keys = {"use_gpu": True} if use_gpu else {}
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     for model in {m for m, _, _ in rows}:  # Θ_a trained alone first (in a group it would train with DDP)
-        tiny_experiment(model, root=root)
-    distributed.setup({"backend": "gloo"})
-    torch.save(unlearned_states(root, rows), Path(folder) / f"rank{distributed.rank()}.pt")
+        tiny_experiment(model, root=root, **keys)
+    distributed.setup({"backend": backend})
+    torch.save(unlearned_states(root, rows, **keys), Path(folder) / f"rank{distributed.rank()}.pt")
 
 
 def original_checkpoint(root: str | Path, path: str | Path, model: str = "ENMF") -> str:

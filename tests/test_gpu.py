@@ -42,3 +42,21 @@ def test_use_gpu_false_keeps_a_run_on_the_cpu():
 
     assert make_config("ENMF", use_gpu=False)["device"].type == "cpu"
     assert make_config("ENMF", use_gpu=True)["device"].type == "cuda"
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="an nccl group needs a CUDA device per process")
+def test_an_nccl_group_gives_the_single_process_cuda_result(tmp_path):
+    """Two nccl processes, one GPU each, against one process on one GPU (the gloo test's rows)."""
+    from recbole_unlearn import distributed, testing
+    from test_distributed import close, free_port
+
+    root = str(testing.write_tiny_dataset(tmp_path / "data"))
+    distributed.spawn(testing.group_member, 2, (root, str(tmp_path), testing.GROUP_ROWS, "nccl", True), port=free_port())
+    single = testing.unlearned_states(root, use_gpu=True)
+    for row, (_, unlearner, _) in enumerate(testing.GROUP_ROWS):
+        if unlearner == "Retrain":
+            continue
+        for r in range(2):
+            got = torch.load(tmp_path / f"rank{r}.pt", weights_only=False)[row]["model"]
+            for k, v in single[row]["model"].items():
+                assert close(got[k], v, exact=False), (unlearner, k)
