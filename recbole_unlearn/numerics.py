@@ -193,14 +193,18 @@ def normalized_adjacency(
     n = n_users + n_items
     key = np.unique(np.asarray(users, dtype=np.int64) * n_items + np.asarray(items, dtype=np.int64))
     u, i = key // n_items, key % n_items + n_users
-    rows = np.concatenate([u, i])
-    cols = np.concatenate([i, u])
+    # the user→item half is sorted by (u, i); a stable sort by item of the other half (u ascends
+    # within each item) gives (i, u) order: the indices are sorted and unique, i.e. coalesced
+    by_item = np.argsort(i.astype(np.int16 if n < 2**15 else np.int64), kind="stable")
+    rows = np.concatenate([u, i[by_item]])
+    cols = np.concatenate([i, u[by_item]])
     deg = np.bincount(rows, minlength=n).astype(np.float64)
     inv_sqrt = np.zeros(n)
     inv_sqrt[deg > 0] = deg[deg > 0] ** -0.5
     vals = inv_sqrt[rows] * inv_sqrt[cols]
     index = torch.from_numpy(np.stack([rows, cols]))
-    return torch.sparse_coo_tensor(index, torch.from_numpy(vals).float(), (n, n), check_invariants=False).coalesce()
+    return torch.sparse_coo_tensor(index, torch.from_numpy(vals).float(), (n, n), check_invariants=False,
+                                   is_coalesced=True)
 
 
 class _SymmetricProduct(torch.autograd.Function):
