@@ -10,9 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.options import shown
+
+#: seconds a failing process other than rank 0 waits before it exits (rank 0 prints the error)
+GROUP_ERROR_GRACE_S = 2.0
 
 
 def parse_options(argv: list[str]) -> dict[str, str]:
@@ -93,6 +97,8 @@ def main(argv: list[str] | None = None, prog: str = "python run_unlearn.py") -> 
     except UnlearnInputError as e:
         if int(os.environ.get("RANK", "0")) == 0:  # in a process group every rank has the error; rank 0 says it
             print("error: " + str(e).replace("\n", " "), file=sys.stderr)
+        else:  # the launcher stops the group when a process ends: let rank 0 say it first
+            time.sleep(GROUP_ERROR_GRACE_S)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted; nothing was published", file=sys.stderr)

@@ -26,10 +26,6 @@ import torch.distributed as dist
 
 Tensor = torch.Tensor
 
-#: environment variables torchrun (and :func:`spawn`) set for every process
-LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
 def active() -> bool:
     """Whether this process belongs to a process group of more than one process."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

@@ -119,7 +119,7 @@ def test_a_session_of_chained_requests_in_a_group_equals_one_process(tmp_path, _
 def test_bad_input_in_a_group_is_one_error_line_and_exit_2(tmp_path, bad, message):
     done = subprocess.run([sys.executable, str(REPO / "run_unlearn.py"), *bad, f"--checkpoint_dir={tmp_path}",
                            f"--port={free_port()}"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0]
-    assert not any(tmp_path.iterdir())  # nothing written
+    assert len(errors) == 1 and message in errors[0], done.stderr
+    assert not [p.name for p in tmp_path.iterdir()]  # nothing written
