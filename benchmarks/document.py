@@ -151,15 +151,17 @@ def write_report(out: Path, report: Path) -> Path:
     for exp_file in sorted((out / "latency").glob("*/experiment.json")):
         body += _latency_section(exp_file.parent)
     if (out / "memory").is_dir() and (mem := memory.memory_section(out / "memory")):
-        body += ["## Memory: peak RSS and time of one request at gowalla / yelp scale", "",
-                 "Each row ran in its own process (Θ_a loaded from the cache); peak RSS is the process's high-water mark, "
-                 "the RSS before the method is what loading the data and Θ_a took, the persistent state is what the "
-                 "method keeps for the next request.  The Original row is the training of Θ_a under the stated epoch cap "
-                 "(and its evaluation).", "", mem, ""]
+        body += ["## Memory and the cost of one request, each row in its own process", "",
+                 "Each row ran in a fresh process (Θ_a loaded from the cache) beside a Retrain of the same command; peak "
+                 "RSS is the process's high-water mark, the RSS before the method is what loading the data and Θ_a took, "
+                 "the persistent state is what the method keeps for the next request, and `time_s` includes the first "
+                 "request's one-off costs of a fresh process.  The Original row is the training of Θ_a under the stated "
+                 "epoch cap (and its evaluation), or says that Θ_a came from the cache.", "", mem, ""]
     if (out / "group").is_dir() and (grp := group.group_section(out / "group")):
         body += ["## Process groups: one request with 1 and 2 processes (torch.distributed, gloo)", "",
-                 "Each row started a group of N processes on this machine, one torch thread each; the time is rank 0's "
-                 "`time_s` (the group's wall time for the request), the speed-up is against the 1-process run of the "
+                 "Each row started a group of N processes on this machine, one torch thread each; the time is the median "
+                 "over the row's repeats (`--repeats`, each request from Θ_a) of rank 0's `time_s` (the group's wall time "
+                 "for the request), the speed-up is against the 1-process run of the "
                  "same row, the peak RSS is each process's high-water mark (the data and Θ_a included), the item cache "
                  "is AltEraser's item-block cache each rank holds, and the last column compares rank 0's unlearned "
                  "parameters with the 1-process run's.", "", grp, ""]
