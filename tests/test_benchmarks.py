@@ -405,7 +405,7 @@ def test_memory_suite_runs_each_row_in_its_own_process_beside_a_retrain(tmp_path
     # the persistent state is AltEraser's item-block cache: n_items × (d² + 2d) floats
     n_items, d = alt["train"]["items"] + 1, tiny_config_dict("ENMF")["embedding_size"]
     assert sum(alt["state_bytes"].values()) == n_items * (d * d + 2 * d) * 4
-    assert "Memory: peak RSS" in report.read_text()
+    assert "Memory and the cost of one request" in report.read_text()
 
 
 def test_group_suite_compares_two_processes_with_one(tmp_path):
