@@ -86,6 +86,11 @@ class Bench:
     def cache_path(self, seed: int, name: str) -> Path:
         return self.cache_dir / f"s{seed}-{file_name(name)}.pth"
 
+    def spec(self) -> dict:
+        """This experiment as JSON-able keys, for a child process (``Bench(**spec)`` rebuilds it)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "_configs"}
+        return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
     def config(self, unlearner: str, seed: int, **keys) -> Config:
         """The Config of ``unlearner`` (its YAML layered in) for ``seed``, with ``keys`` set."""
         if unlearner not in self._configs:
@@ -176,6 +181,17 @@ def finished(path: Path) -> bool:
     return record is not None and "error" not in record
 
 
+def experiment_folders(result_root: Path):
+    """(folder, its finished records, its refusals, the markdown line naming its commands) of
+    every experiment folder under ``result_root`` that holds a finished run."""
+    for folder in sorted(p for p in Path(result_root).glob("*") if p.is_dir()):
+        records, errors = run_records(folder)
+        if records:
+            exp = read_json(folder / "experiment.json") or {}
+            commands = "; ".join(f"`{c['command']}`" for c in exp.get("commands", []))
+            yield folder, records, errors, f"**{folder.name}** — {commands}"
+
+
 def run_records(result_dir: Path) -> tuple[list[dict], dict[str, str]]:
     """The finished runs of an experiment folder, and ``{row: error}`` of the runs an
     unlearner refused (an UnlearnInputError, e.g. a model it does not support)."""
@@ -226,6 +242,11 @@ def progress(total: int, desc: str) -> tqdm:
     return tqdm(total=total, desc=desc, unit="run", file=sys.stderr, dynamic_ncols=True)
 
 
+def original_path(bench: Bench, seed: int, name: str = "Original") -> Path:
+    """Where Θ_a of ``seed`` is cached (shared by every kind of benchmark of the setting)."""
+    return Path(bench.cache) / "originals" / bench.key / f"s{seed}-{file_name(name)}.pth"
+
+
 def prepare_cached(bench: Bench, config: Config, seed: int, name: str = "Original") -> tuple[Experiment, float]:
     """``prepare(config)``, with Θ_a loaded from the cache when an earlier run trained it.
 
@@ -233,7 +254,7 @@ def prepare_cached(bench: Bench, config: Config, seed: int, name: str = "Origina
     runs of one setting share it.  Returns the Experiment and Θ_a's training time (kept in the
     checkpoint's metadata).
     """
-    path = Path(bench.cache) / "originals" / bench.key / f"s{seed}-{file_name(name)}.pth"
+    path = original_path(bench, seed, name)
     if path.is_file():
         exp = prepare(config_with(config, checkpoint=str(path)), saved=False)
         return exp, load_checkpoint(path)[1].get("train_time_s")

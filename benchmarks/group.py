@@ -17,14 +17,13 @@ import resource
 import statistics
 import socket
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from benchmarks.common import (
     Bench, Variant, errors_text, finished, machine, markdown_table, now, parse_unlearners, prepare_cached,
-    progress, read_json, run_records, write_error,
+    experiment_folders, progress, write_error,
 )
 from recbole_unlearn import distributed
 from recbole_unlearn.checkpoint import write_json
@@ -59,8 +58,7 @@ def run_group(bench: Bench, variants: list[Variant], seeds: list[int], nprocs: l
 
 def _run_one(bench: Bench, seed: int, variant: Variant, n: int, threads: int, repeats: int) -> None:
     path = bench.result_path(seed, f"{variant.name}-n{n}")
-    spec = {"bench": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(bench).items() if k != "_configs"},
-            "seed": seed, "row": variant.name, "threads": threads, "repeats": repeats}
+    spec = {"bench": bench.spec(), "seed": seed, "row": variant.name, "threads": threads, "repeats": repeats}
     with tempfile.TemporaryDirectory() as folder:
         try:
             distributed.spawn(_member, n, (spec, folder), port=_free_port())
@@ -121,12 +119,8 @@ def _member(spec: dict, folder: str) -> None:
 def group_section(result_root: Path) -> str:
     """The markdown of every process-group experiment under ``result_root`` (results/group)."""
     parts = []
-    for folder in sorted(p for p in result_root.glob("*") if p.is_dir()):
-        records, errors = run_records(folder)
-        exp = read_json(folder / "experiment.json") or {}
-        if not records:
-            continue
-        parts.append(f"**{folder.name}** — " + "; ".join(f"`{c['command']}`" for c in exp.get("commands", [])))
+    for _, records, errors, title in experiment_folders(result_root):
+        parts.append(title)
         single = {(r["seed"], r["row"]): r for r in records if r["nproc"] == 1}
         table = []
         for r in sorted(records, key=lambda r: (r["seed"], r["row"], r["nproc"])):

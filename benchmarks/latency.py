@@ -13,14 +13,13 @@ loaders: Recall@20 of all users and the MIA AUC of all forgotten pairs.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from time import perf_counter
 
 import numpy as np
 
 from benchmarks.common import (
-    Bench, Variant, errors_text, experiment_after, file_name, finished, fmt, machine, markdown_table, now,
-    prepare_cached, progress, run_records, write_error,
+    Bench, Variant, errors_text, experiment_after, finished, fmt, machine, markdown_table, now,
+    original_path, prepare_cached, progress, run_records, write_error,
 )
 from benchmarks.sequential import union
 from recbole_unlearn.checkpoint import write_json
@@ -57,7 +56,7 @@ def run_latency(bench: Bench, variants: list[Variant], seeds: list[int], n_reque
 def _run_seed(bench: Bench, seed: int, variants: list[Variant], n_requests: int, bar) -> None:
     base = bench.config("Retrain", seed, forget_users=1)
     exp, _ = prepare_cached(bench, base, seed)
-    original = Path(bench.cache) / "originals" / bench.key / f"s{seed}-{file_name('Original')}.pth"
+    original = original_path(bench, seed)
     for variant in variants:
         bar.set_postfix_str(f"seed {seed}: {variant.name}")
         cfg = variant.config(bench, seed, checkpoint=str(original), evaluate=False, forget_users=1)

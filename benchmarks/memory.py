@@ -15,7 +15,6 @@ import json
 import resource
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from time import perf_counter
 
@@ -23,7 +22,7 @@ import torch
 
 from benchmarks.common import (
     REPO_ROOT, Bench, Variant, errors_text, experiment_after, finished, machine, markdown_table, now,
-    parse_unlearners, prepare_cached, progress, read_json, run_records, write_error,
+    experiment_folders, original_path, parse_unlearners, prepare_cached, progress, write_error,
 )
 from benchmarks.scaling import sized_request
 from recbole_unlearn.checkpoint import write_json
@@ -58,8 +57,7 @@ def run_memory(bench: Bench, variants: list[Variant], seeds: list[int], size: in
 
 
 def _spawn(bench: Bench, seed: int, row: str, size: int, threads: int, path: Path) -> None:
-    spec = {"bench": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(bench).items() if k != "_configs"},
-            "seed": seed, "row": row, "size": size, "threads": threads, "path": str(path)}
+    spec = {"bench": bench.spec(), "seed": seed, "row": row, "size": size, "threads": threads, "path": str(path)}
     done = subprocess.run([sys.executable, "-m", "benchmarks.memory", json.dumps(spec)], cwd=REPO_ROOT)
     if done.returncode != 0 and not path.is_file():
         write_error(path, bench, seed, row, RuntimeError(f"the child process exited with {done.returncode}"))
@@ -70,7 +68,7 @@ def _child(spec: dict) -> None:
     bench = Bench(**spec["bench"])
     seed, row, path = spec["seed"], spec["row"], Path(spec["path"])
     start = perf_counter()
-    cached = (Path(bench.cache) / "originals" / bench.key / f"s{seed}-Original.pth").is_file()
+    cached = original_path(bench, seed).is_file()
     exp, train_time = prepare_cached(bench, bench.config("Retrain", seed), seed)
     record = {"dataset": bench.dataset, "model": bench.model, "seed": seed, "row": row,
               "train": {"users": int(exp.train.user_num - 1), "items": int(exp.train.item_num - 1),
@@ -100,15 +98,11 @@ def _child(spec: dict) -> None:
 def memory_section(result_root: Path) -> str:
     """The markdown of every memory experiment under ``result_root`` (results/memory)."""
     parts = []
-    for folder in sorted(p for p in result_root.glob("*") if p.is_dir()):
-        records, errors = run_records(folder)
-        exp = read_json(folder / "experiment.json") or {}
-        if not records:
-            continue
+    for _, records, errors, title in experiment_folders(result_root):
         by_seed: dict[int, dict[str, dict]] = {}
         for r in records:
             by_seed.setdefault(r["seed"], {})[r["row"]] = r
-        parts.append(f"**{folder.name}** — " + "; ".join(f"`{c['command']}`" for c in exp.get("commands", [])))
+        parts.append(title)
         table = []
         for seed, rows in sorted(by_seed.items()):
             retrain = rows.get(Retrain.__name__, {}).get("time_s")

@@ -81,8 +81,8 @@ def owned(n: int) -> Tensor:
     return torch.arange(rank(), n, world())
 
 
-def owner_mask(ids: Tensor) -> Tensor:
-    """Which of ``ids`` [k] this rank owns, bool [k] (all True with one process)."""
+def owner_mask(ids):
+    """Which of ``ids`` [k] (tensor or array) this rank owns, bool [k] (all True with one process)."""
     return ids % world() == rank()
 
 

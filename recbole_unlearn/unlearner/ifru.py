@@ -88,7 +88,7 @@ def _ids(dataset) -> tuple[np.ndarray, np.ndarray]:
 def _share(users: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
     """The triples of this process's users, (users, *arrays) (all of them with one process):
     each rank's score matrix then holds its users' rows only."""
-    mine = users % distributed.world() == distributed.rank()
+    mine = distributed.owner_mask(users)
     return [a[mine] for a in (users, *arrays)]
 
 
