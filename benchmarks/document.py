@@ -155,7 +155,9 @@ def write_report(out: Path, report: Path) -> Path:
                  "Each row ran in a fresh process (Θ_a loaded from the cache) beside a Retrain of the same command; peak "
                  "RSS is the process's high-water mark, the RSS before the method is what loading the data and Θ_a took, "
                  "the persistent state is what the method keeps for the next request, and `time_s` includes the first "
-                 "request's one-off costs of a fresh process.  The Original row is the training of Θ_a under the stated "
+                 "request's one-off costs of a fresh process.  With `--repeats` the same process then applied the same "
+                 "request again, each time from Θ_a (the preparation redone, untimed); the median of all of them is what a "
+                 "long-lived process pays (a session), and every speed-up is against the one Retrain of that seed.  The Original row is the training of Θ_a under the stated "
                  "epoch cap (and its evaluation), or says that Θ_a came from the cache.", "", mem, ""]
     if (out / "group").is_dir() and (grp := group.group_section(out / "group")):
         body += ["## Process groups: one request with 1 and 2 processes (torch.distributed, gloo)", "",

@@ -5,8 +5,12 @@ and reports its peak RSS; then every unlearner runs in a fresh child process tha
 cached Θ_a and the split, applies one ``private`` request of ``--request_users`` random users
 (as the scaling suite draws it) and reports its peak RSS, the RSS it had before the method
 started (data, Θ_a and the process itself), the request's ``time_s`` and the size of every
-persistent state it keeps (the method state carried to the next request).  Retrain runs as a
-row too, so every speed-up is against a Retrain of the same run.  The RSS is the kernel's high-water mark
+persistent state it keeps (the method state carried to the next request).  With ``--repeats``
+R > 1 a method's process applies the same request R times, each from Θ_a (its preparation
+redone, untimed), and the median is reported beside the first: the first pays a fresh
+process's one-off costs (first touches of memory, library start-up), the others are what a
+long-lived process pays.  Retrain runs once, as a row, so every speed-up is against a Retrain
+of the same run.  The RSS is the kernel's high-water mark
 (``getrusage``), so a row's figure is the largest the process ever was.
 """
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sys
 from pathlib import Path
 from time import perf_counter
 
+import numpy as np
 import torch
 
 from benchmarks.common import (
@@ -38,7 +43,7 @@ def peak_rss_mb() -> float:
 
 
 def run_memory(bench: Bench, variants: list[Variant], seeds: list[int], size: int, threads: int,
-               command: str | None = None) -> None:
+               command: str | None = None, repeats: int = 1) -> None:
     """Run every missing (seed, row) in a child process; Retrain is always one of the rows."""
     names = [v.name for v in variants]
     rows = ([] if Retrain.__name__ in names else [Retrain.__name__]) + names
@@ -50,14 +55,15 @@ def run_memory(bench: Bench, variants: list[Variant], seeds: list[int], size: in
                 path = bench.result_path(seed, row)
                 if not finished(path):
                     bar.set_postfix_str(f"seed {seed}: {row}")
-                    _spawn(bench, seed, row, size, threads, path)
+                    _spawn(bench, seed, row, size, threads, path, repeats)
                 bar.update(1)
     finally:
         bar.close()
 
 
-def _spawn(bench: Bench, seed: int, row: str, size: int, threads: int, path: Path) -> None:
-    spec = {"bench": bench.spec(), "seed": seed, "row": row, "size": size, "threads": threads, "path": str(path)}
+def _spawn(bench: Bench, seed: int, row: str, size: int, threads: int, path: Path, repeats: int) -> None:
+    spec = {"bench": bench.spec(), "seed": seed, "row": row, "size": size, "threads": threads, "path": str(path),
+            "repeats": repeats}
     done = subprocess.run([sys.executable, "-m", "benchmarks.memory", json.dumps(spec)], cwd=REPO_ROOT)
     if done.returncode != 0 and not path.is_file():
         write_error(path, bench, seed, row, RuntimeError(f"the child process exited with {done.returncode}"))
@@ -82,14 +88,17 @@ def _child(spec: dict) -> None:
     variant = parse_unlearners(row)[0]
     step = experiment_after(exp, exp.train, sized_request(exp.train, spec["size"], seed), exp.original)
     before = peak_rss_mb()
-    try:
-        outcome = run_unlearner(step, variant.cls, variant.config(bench, seed))
-    except UnlearnInputError as e:
-        write_error(path, bench, seed, row, e)
-        return
+    times = []
+    for _ in range(1 if variant.cls is Retrain else int(spec.get("repeats", 1))):
+        try:
+            outcome = run_unlearner(step, variant.cls, variant.config(bench, seed))
+        except UnlearnInputError as e:
+            write_error(path, bench, seed, row, e)
+            return
+        times.append(outcome.time_s)
     state = {k: int(v.numel() * v.element_size()) for k, v in (outcome.state or {}).items()}
     write_json(path, {**record, "size": spec["size"], "forget": step.request.summary(),
-                      "peak_rss_mb": peak_rss_mb(), "loaded_rss_mb": before, "time_s": outcome.time_s,
+                      "peak_rss_mb": peak_rss_mb(), "loaded_rss_mb": before, "time_s": times[0], "times": times,
                       "pretrain_time_s": outcome.info.get("pretrain_time_s"),
                       "prepare_time_s": outcome.info.get("prepare_time_s"), "state_bytes": state,
                       "info": outcome.info})
@@ -113,19 +122,27 @@ def memory_section(result_root: Path) -> str:
                     trained = r.get("trained_here", True)
                     label = f"{name} ({r.get('epochs')} epochs)" if trained else f"{name} (loaded from the cache)"
                     table.append([str(seed), label, f"{r['peak_rss_mb']:.0f}" if trained else "–", "–",
-                                  f"{r['train_time_s']:.1f} (training)" if r.get("train_time_s") else "–", "–", "–", "–"])
+                                  f"{r['train_time_s']:.1f} (training)" if r.get("train_time_s") else "–", "–",
+                                  "–", "–", "–", "–"])
                     continue
                 state = sum(r.get("state_bytes", {}).values())
-                ratio = f"{retrain / r['time_s']:.0f}×" if retrain and r["time_s"] > 0 else "–"
+                times = r.get("times") or [r["time_s"]]
+                median = float(np.median(times)) if len(times) > 1 else None
                 prep = r.get("prepare_time_s")
                 table.append([str(seed), name, f"{r['peak_rss_mb']:.0f}", f"{r['loaded_rss_mb']:.0f}",
-                              f"{r['time_s']:.3f}", ratio, "–" if prep is None else f"{prep:.1f}",
-                              f"{state / 2**20:.1f}" if state else "0"])
+                              f"{r['time_s']:.3f}", _ratio(retrain, r["time_s"]),
+                              "–" if median is None else f"{median:.3f} ({len(times)})", _ratio(retrain, median),
+                              "–" if prep is None else f"{prep:.1f}", f"{state / 2**20:.1f}" if state else "0"])
         parts.append(markdown_table(["seed", "row", "peak RSS (MiB)", "RSS before the method (MiB)", "time_s",
-                                     "speed-up vs Retrain", "preparation (s)", "persistent state (MiB)"], table))
+                                     "speed-up vs Retrain", "time_s, median of repeats (n)", "its speed-up",
+                                     "preparation (s)", "persistent state (MiB)"], table))
         if errors:
             parts.append(errors_text(errors))
     return "\n\n".join(parts)
+
+
+def _ratio(retrain: float | None, time_s: float | None) -> str:
+    return f"{retrain / time_s:.0f}×" if retrain and time_s else "–"
 
 
 if __name__ == "__main__":

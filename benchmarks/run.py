@@ -25,7 +25,8 @@ Benchmark keys (everything else, RecBole-style ``--key=value``, goes into the Co
                             latency: N single-user requests in one session (1000)
                             memory: one request of K users, each row in its own process (K = 64)
   nprocs         group: the process counts of every row (gloo; 1 is always run)  (1,2)
-  repeats        group: requests per row, each from Θ_a (the time is their median) (1)
+  repeats        group, memory: requests per row, each from Θ_a (group: the time  (1)
+                 is their median; memory: the median is shown beside the first)
   datasets, request_sizes   scaling: datasets and request sizes (users)   (--dataset; 1,2,...,512)
                             shards: the tables suite (private) at each size  (1,8,64)
   out, cache     results folder (committed) / checkpoint folder (not)     (benchmarks/results, benchmarks/.cache)
@@ -151,7 +152,8 @@ def run(opts: dict, overrides: dict, command: str | None = None) -> Path:
                             seeds, n, command)
     if suite == "memory":  # not part of "all": one process per row on a large dataset
         k = _ints(key("request_users", "memory"), "request_users")[0]
-        memory.run_memory(bench("memory", opts["dataset"], "private"), unlearners, seeds, k, int(opts["threads"]), command)
+        memory.run_memory(bench("memory", opts["dataset"], "private"), unlearners, seeds, k, int(opts["threads"]), command,
+                          _ints(opts["repeats"], "repeats")[0])
     if suite == "group":  # not part of "all": it needs every core to itself
         group.run_group(bench("group", opts["dataset"], opts["scenario"]), unlearners, seeds, _ints(opts["nprocs"], "nprocs"),
                         int(opts["threads"]), command, _ints(opts["repeats"], "repeats")[0])

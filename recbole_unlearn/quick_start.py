@@ -247,7 +247,7 @@ def experiment_for(chain: Chain, config: Config | None = None) -> Experiment:
     trained here (after the noise scenario's pairs are injected)."""
     config = chain.config if config is None else config
     train_a = chain.train
-    request = build_request(config, train_a, dataset_keys(chain.full))
+    request = build_request(config, train_a, lambda: dataset_keys(chain.full))
     if request.inject:
         if chain.original is not None:
             raise UnlearnInputError("the noise scenario injects its pairs before the original is trained; "

@@ -395,17 +395,18 @@ def test_the_device_key_is_checked_and_a_cuda_run_is_its_own_experiment():
 
 
 def test_memory_suite_runs_each_row_in_its_own_process_beside_a_retrain(tmp_path):
-    report = bench_run.run(_opts(tmp_path, unlearners="alteraser", seeds="1", request_users="4", suite="memory"),
-                           _overrides())
+    report = bench_run.run(_opts(tmp_path, unlearners="alteraser", seeds="1", request_users="4", suite="memory",
+                                 repeats="2"), _overrides())
     (d,) = (tmp_path / "out" / "memory").iterdir()
     rows = {r: json.loads((d / f"s2020-{r}.json").read_text()) for r in ("Original", "Retrain", "AltEraser")}
     alt = rows["AltEraser"]
     assert alt["forget"]["users"] == 4 and alt["time_s"] > 0 and rows["Retrain"]["time_s"] > 0
+    assert len(alt["times"]) == 2 and alt["times"][0] == alt["time_s"] and len(rows["Retrain"]["times"]) == 1
     assert alt["peak_rss_mb"] >= alt["loaded_rss_mb"] > 0 and rows["Original"]["peak_rss_mb"] > 0
     # the persistent state is AltEraser's item-block cache: n_items × (d² + 2d) floats
     n_items, d = alt["train"]["items"] + 1, tiny_config_dict("ENMF")["embedding_size"]
     assert sum(alt["state_bytes"].values()) == n_items * (d * d + 2 * d) * 4
-    assert "Memory and the cost of one request" in report.read_text()
+    assert "Memory and the cost of one request" in report.read_text() and "(2) |" in report.read_text()
 
 
 def test_group_suite_compares_two_processes_with_one(tmp_path):

@@ -123,9 +123,9 @@ def test_the_symmetric_sparse_product_has_torch_sparse_mm_values_gradients_and_c
 @pytest.mark.parametrize("shape", ["few pairs per vector", "many pairs per vector", "skewed", "empty"])
 def test_block_sums_take_any_path_to_the_same_sums(shape, unit):
     """``block_sums`` sums per target in one padded batch, in padded batches per pair-count
-    group, or (``feature_sums``) through each vector's d×d features; all equal a plain loop over
-    the pairs (±1 weights included)."""
-    from recbole_unlearn.numerics import _bucketed_sums, _padded_sums, block_sums, feature_sums, features
+    group, or added in place to existing sums (``BlockSums.add_pairs``); all equal a plain loop
+    over the pairs (±1 weights included)."""
+    from recbole_unlearn.numerics import BlockSums, _bucketed_sums, _padded_sums, block_sums
 
     g = torch.Generator().manual_seed(3)
     n_rows, n_cols, d = 30, 50, 4
@@ -150,10 +150,40 @@ def test_block_sums_take_any_path_to_the_same_sums(shape, unit):
     counts = torch.bincount(pos, minlength=len(targets))
     padded = _padded_sums(pos, vectors[c], w, counts, int(counts.max()) if len(pos) else 0)
     bucketed = _bucketed_sums(pos, c, w, vectors, len(targets), budget=8)  # several batches per group
-    featured = feature_sums(pos, c, w, features(vectors), len(targets))
-    for other in (bucketed, featured):
+    base = BlockSums(torch.randn(len(targets), d, d, generator=g, dtype=torch.float64),
+                     torch.randn(len(targets), d, generator=g, dtype=torch.float64),
+                     torch.randn(len(targets), d, generator=g, dtype=torch.float64))
+    added = BlockSums(base.outer.clone(), base.square.clone(), base.linear.clone())
+    added.add_pairs(pos, c, w, vectors)
+    added = BlockSums(added.outer - base.outer, added.square - base.square, added.linear - base.linear)
+    for other in (bucketed, added):
         for a, b in ((padded.outer, other.outer), (padded.square, other.square), (padded.linear, other.linear)):
             torch.testing.assert_close(a, b)
+
+
+def test_take_gathers_what_boolean_indexing_selects():
+    from recbole_unlearn.numerics import take, true_index
+
+    g = torch.Generator().manual_seed(5)
+    mask = torch.rand(1000, generator=g) < 0.3
+    ints, floats = torch.randint(0, 50, (1000,), generator=g), torch.randn(1000, 3, generator=g)
+    a, b = take(mask, ints, floats)
+    assert torch.equal(a, ints[mask]) and torch.equal(b, floats[mask])
+    assert torch.equal(true_index(mask), torch.nonzero(mask).squeeze(1))
+    assert len(take(torch.zeros(4, dtype=torch.bool), ints[:4])[0]) == 0
+
+
+def test_spd_solve_solves_by_cholesky_and_by_lu_where_cholesky_fails():
+    """A batch with a positive definite system and an indefinite one: the first by Cholesky,
+    the second by the LU fallback; both equal torch.linalg.solve."""
+    from recbole_unlearn.model.enmf_blocks import spd_solve
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 10, 5, generator=g, dtype=torch.float64)
+    A = x.mT @ x + torch.eye(5, dtype=torch.float64)
+    A[1] -= 2 * torch.linalg.eigvalsh(A[1]).max() * torch.eye(5, dtype=torch.float64)  # negative definite
+    b = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(spd_solve(A, b), torch.linalg.solve(A, b))
 
 
 def test_enmf_history_without_a_request_is_the_history_of_the_remaining_data():

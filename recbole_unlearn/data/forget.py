@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recbole_unlearn.data.remaining import dataset_keys, pair_keys, pairs
+from recbole_unlearn.data.remaining import pair_keys, pair_rows, pairs
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.options import shown as _shown
 
@@ -206,7 +206,7 @@ def validate_request(request: ForgetRequest, train, missing: str = "error") -> F
     keys, first = np.unique(pair_keys(request.users, request.items, train.item_num), return_index=True)
     first = np.sort(first)
     users, items = request.users[first], request.items[first]
-    present = np.isin(pair_keys(users, items, train.item_num), dataset_keys(train))
+    present = pair_rows(train, users, items)[1]
     if request.inject:
         return ForgetRequest(request.mode, users[~present], items[~present], True, request.details)
     if not present.all():
@@ -225,15 +225,19 @@ def validate_request(request: ForgetRequest, train, missing: str = "error") -> F
     return ForgetRequest(request.mode, users[present], items[present], False, request.details, request.whole_users)
 
 
-def build_request(config, train, seen_keys: np.ndarray) -> ForgetRequest:
-    """The request the config asks for (``forget`` key), validated against ``train``."""
+def build_request(config, train, seen_keys) -> ForgetRequest:
+    """The request the config asks for (``forget`` key), validated against ``train``.
+
+    ``seen_keys``: the pair keys of every split (the ``noise`` scenario avoids them), as an
+    array or as a zero-argument function that computes them only for that scenario."""
     mode = str(config["forget"]).lower()
     seed = config["forget_seed"] if config["forget_seed"] is not None else config["seed"]
     rng = np.random.default_rng(seed)
     if mode == "private":
         request = private_request(train, int(config["forget_users"]), rng)
     elif mode == "noise":
-        request = noise_request(train, seen_keys, int(config["forget_users"]), rng)
+        seen = seen_keys() if callable(seen_keys) else seen_keys
+        request = noise_request(train, seen, int(config["forget_users"]), rng)
     elif mode in ("users", "random"):
         fraction = float(config["forget_fraction"])
         if not 0 < fraction <= 1:

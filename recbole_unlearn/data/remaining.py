@@ -12,6 +12,8 @@ from recbole.data.interaction import Interaction, cat_interactions
 from recbole.data.utils import create_samplers, get_dataloader
 from recbole.sampler import Sampler
 
+from recbole_unlearn.numerics import true_index
+
 
 def pair_keys(users, items, n_items: int) -> np.ndarray:
     """One int64 key per (user, item) pair: user * n_items + item, shape [n]."""
@@ -34,23 +36,31 @@ def select_rows(dataset, rows):
     """``dataset`` restricted to ``rows``: a boolean mask [n_inter] or ascending indices
     (``Dataset.copy`` keeps the id maps).
 
-    Indexes the columns directly: ``Interaction.__getitem__`` turns a tensor index into a
-    Python list first, which is ~50x slower on ml-100k's 80k rows.
+    Gathers the columns directly: ``Interaction.__getitem__`` turns a tensor index into a
+    Python list first, which is ~50x slower on ml-100k's 80k rows; a mask becomes indices once.
     """
     index = torch.as_tensor(rows)
-    index = index if index.dtype == torch.bool else index.long()
-    return dataset.copy(Interaction({k: v[index] for k, v in dataset.inter_feat.interaction.items()}))
+    index = true_index(index) if index.dtype == torch.bool else index.long()
+    return dataset.copy(Interaction({k: v.index_select(0, index) for k, v in dataset.inter_feat.interaction.items()}))
+
+
+def pair_rows(dataset, users, items) -> tuple[np.ndarray, np.ndarray]:
+    """Where the pairs (``users``, ``items``) [n] sit among ``dataset``'s interactions:
+    (rows [k] of the interactions that are one of the pairs, found [n] bool: whether each pair
+    is an interaction).  Only the given users' rows are compared."""
+    du, di = (x.numpy() for x in pairs(dataset))
+    requested = np.zeros(dataset.user_num, dtype=bool)
+    requested[np.asarray(users, dtype=np.int64)] = True
+    candidates = np.flatnonzero(requested[du])  # only these users' rows can match
+    wanted = pair_keys(users, items, dataset.item_num)
+    there = pair_keys(du[candidates], di[candidates], dataset.item_num)
+    return candidates[np.isin(there, wanted)], np.isin(wanted, there)
 
 
 def remaining_dataset(train, request) -> object:
     """D_r: ``train`` without the request's pairs (same id maps, same user/item counts)."""
-    users, items = (x.numpy() for x in pairs(train))
-    requested = np.zeros(train.user_num, dtype=bool)
-    requested[np.asarray(request.users, dtype=np.int64)] = True
-    candidates = np.flatnonzero(requested[users])  # only the request's users' rows can match
-    forget = pair_keys(request.users, request.items, train.item_num)
-    keep = np.ones(len(users), dtype=bool)
-    keep[candidates[np.isin(pair_keys(users[candidates], items[candidates], train.item_num), forget)]] = False
+    keep = np.ones(len(train.inter_feat), dtype=bool)
+    keep[pair_rows(train, request.users, request.items)[0]] = False
     return select_rows(train, keep)
 
 

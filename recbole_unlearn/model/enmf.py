@@ -29,6 +29,7 @@ from recbole.utils import InputType
 
 from recbole_unlearn.model.enmf_blocks import JITTER, ENMFBlocks
 from recbole_unlearn.model.protocol import UnlearnableModel
+from recbole_unlearn.numerics import true_index
 
 
 def history_csr(users: torch.Tensor, items: torch.Tensor, n_users: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -84,7 +85,7 @@ class PairHistory:
         dropped = torch.isin(owner * n_items + self.items[entries], users * n_items + items)
         keep = torch.ones(len(self.items), dtype=torch.bool, device=self.items.device)
         keep[entries[dropped]] = False
-        out.items = self.items[keep]
+        out.items = self.items.index_select(0, true_index(keep))
         out.lens = self.lens - torch.bincount(owner[dropped], minlength=len(self.lens))
         out.starts = torch.cumsum(out.lens, 0) - out.lens
         return out

@@ -25,6 +25,20 @@ import torch
 from recbole_unlearn.numerics import BlockSums, block_sums
 
 JITTER = 1e-6
+SOLVE_CHUNK = 256  # rows per batched solve: a [256, d, d] system is a few MB, so the buffers stay in cache
+
+
+def spd_solve(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x = A⁻¹ b for symmetric positive definite A [n, d, d], b [n, d], by Cholesky (about 20%
+    faster than LU at d = 64); a system that is not numerically positive definite (e.g. no
+    negative term and no L2 weight) is solved by LU instead."""
+    L, info = torch.linalg.cholesky_ex(A)
+    y = torch.linalg.solve_triangular(L, b.unsqueeze(-1), upper=False)
+    x = torch.linalg.solve_triangular(L.mT, y, upper=True).squeeze(-1)
+    bad = info != 0
+    if bool(bad.any()):
+        x[bad] = torch.linalg.solve(A[bad], b[bad])
+    return x
 
 
 class ENMFBlocks:
@@ -61,10 +75,10 @@ class ENMFBlocks:
         """z_u = h ⊙ p_u, [n_users, d]."""
         return self.P * self.h
 
-    def system(self, shared: torch.Tensor, sums: BlockSums) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A [n,d,d], b [n,d]) from the shared Gram matrix [d,d] and the per-row sums
-        (built in place: one [n,d,d] buffer)."""
-        A = torch.add(shared * self.c, sums.outer, alpha=1 - self.c)  # c·shared + (1−c)·outer, one pass
+    def system(self, shared: torch.Tensor, sums: BlockSums, in_place: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A [n,d,d], b [n,d]) from the shared Gram matrix [d,d] and the per-row sums (one
+        [n,d,d] buffer; ``in_place``: ``sums.outer`` itself, for sums that are a private copy)."""
+        A = torch.add(shared * self.c, sums.outer, alpha=1 - self.c, out=sums.outer if in_place else None)
         A.diagonal(dim1=1, dim2=2).add_(sums.square * ((1 - self.c) * self.r)).add_(self.lam + JITTER)
         return A, sums.linear
 
@@ -86,8 +100,21 @@ class ENMFBlocks:
 
     def solve_users(self, users: torch.Tensor, sums: BlockSums | None = None) -> torch.Tensor:
         """Exact minimisers p_u = A_u⁻¹ b_u of the user blocks, [n, d]."""
-        return torch.linalg.solve(*self.system(self.user_gram(), self.user_sums(users) if sums is None else sums))
+        return self._solve(self.user_gram(), self.user_sums(users) if sums is None else sums)
 
-    def solve_items(self, items: torch.Tensor, sums: BlockSums | None = None) -> torch.Tensor:
-        """Exact minimisers q_i = A_i⁻¹ b_i of the item blocks, [n, d]."""
-        return torch.linalg.solve(*self.system(self.item_gram(), self.item_sums(items) if sums is None else sums))
+    def solve_items(self, items: torch.Tensor, sums: BlockSums | None = None,
+                    rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact minimisers q_i = A_i⁻¹ b_i of the item blocks, [n, d]; ``sums`` holds the items'
+        sums (at ``rows`` [n] of it when given, e.g. a cache of every item's), else they are
+        summed on the pairs."""
+        return self._solve(self.item_gram(), self.item_sums(items) if sums is None else sums, rows)
+
+    def _solve(self, shared: torch.Tensor, sums: BlockSums, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Solve the systems of ``sums`` (its ``rows``, or all) in chunks of ``SOLVE_CHUNK``, [n, d]."""
+        n = len(sums.linear) if rows is None else len(rows)
+        solved = []
+        for s in range(0, n, SOLVE_CHUNK):
+            part = (BlockSums(sums.outer[s : s + SOLVE_CHUNK], sums.square[s : s + SOLVE_CHUNK],
+                              sums.linear[s : s + SOLVE_CHUNK]) if rows is None else sums.select(rows[s : s + SOLVE_CHUNK]))
+            solved.append(spd_solve(*self.system(shared, part, in_place=rows is not None)))  # a copy
+        return torch.cat(solved) if solved else sums.linear.new_zeros(0, shared.shape[0])

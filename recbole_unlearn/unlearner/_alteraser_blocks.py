@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from recbole_unlearn.model.protocol import offers
+from recbole_unlearn.numerics import take
 from recbole_unlearn.unlearner._influence import BPRRowDerivatives
 
 
@@ -36,6 +37,12 @@ class BlockLosses:
         """The embedding table of ``kind`` ('user' | 'item')."""
         users, items = self.model.embedding_tables()
         return users if kind == "user" else items
+
+    def pairs_of_users(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The D_r pairs (users [k], items [k]) of the distinct ``users``."""
+        member = torch.zeros(self.model.n_users, dtype=torch.bool)
+        member[users] = True
+        return take(member[self.users], self.users, self.items)
 
     def changed(self) -> None:
         """Call after writing into the tables (clears propagated caches)."""

@@ -32,7 +32,7 @@ from recbole_unlearn import distributed
 from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.model.protocol import offers, require
-from recbole_unlearn.numerics import BlockSums, feature_sums, features
+from recbole_unlearn.numerics import BlockSums, take
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._alteraser_blocks import BlockLosses, neighbours
 from recbole_unlearn.unlearner._hf_newton import HFSettings, adamw_minimise, hf_newton
@@ -122,9 +122,10 @@ class AltEraser(Unlearner):
         f_users = torch.as_tensor(task.request.forget_users, dtype=torch.long)
         f_items = torch.unique(torch.as_tensor(task.request.items, dtype=torch.long))
         losses = BlockLosses(self.model, users_r, items_r, seed=int(self.config["seed"]))
-        self._update("user", f_users, losses)
+        forgetting = losses.pairs_of_users(f_users) if losses.blocks is not None else None  # their D_r pairs
+        self._update("user", f_users, losses, forgetting)
         if self._item_cache is not None:
-            self._erase_items_by_downdate(task, f_users, f_items, losses)
+            self._erase_items_by_downdate(task, f_users, f_items, losses, forgetting)
         else:
             self._update("item", f_items, losses)
         if self.params.alt_scope == "all":
@@ -146,12 +147,15 @@ class AltEraser(Unlearner):
                 break
             previous = current
 
-    def _update(self, kind: str, rows: torch.Tensor, losses: BlockLosses) -> None:
-        """Re-optimise the ``kind`` ('user' | 'item') vectors of ``rows`` in mini-batches."""
+    def _update(self, kind: str, rows: torch.Tensor, losses: BlockLosses, pairs_of_rows=None) -> None:
+        """Re-optimise the ``kind`` ('user' | 'item') vectors of ``rows`` in mini-batches;
+        ``pairs_of_rows``: (users, items) [m] holding every D_r pair of ``rows`` (an exact block
+        needs only its row's pairs), else all of D_r is scanned."""
         table = losses.table(kind)
         p = self.params
         if p.alt_optimizer == "ah_newton":  # independent exact solves: each process solves the rows it owns
-            solve = losses.blocks.solve_users if kind == "user" else losses.blocks.solve_items
+            blocks = losses.blocks if pairs_of_rows is None else self.model.exact_blocks(*pairs_of_rows)
+            solve = blocks.solve_users if kind == "user" else blocks.solve_items
             mine = distributed.owner_mask(rows)
             own = rows[mine]
             solved = [solve(own[s : s + p.alt_batch_size]) for s in range(0, len(own), p.alt_batch_size)]
@@ -171,32 +175,32 @@ class AltEraser(Unlearner):
             table.data[batch] = theta
         losses.changed()
 
-    def _erase_items_by_downdate(self, task, f_users, f_items, losses: BlockLosses) -> None:
+    def _erase_items_by_downdate(self, task, f_users, f_items, losses: BlockLosses, forgetting) -> None:
         """Item blocks on D_r from the cached blocks, in place, so the cache stays exact for Θ_u
         and D_r: each D_r pair of a forgetting user u changes its item's sums by f(z'_u) − f(z_u)
-        (re-solved vs Θ_a's vector, f = :func:`features`), each forgotten pair removes f(z_u);
-        then the request's items are re-solved."""
+        (re-solved vs Θ_a's vector, f = v ↦ (v vᵀ, v ⊙ v, v)), each forgotten pair removes
+        f(z_u); then the request's items are re-solved from the cache.  ``forgetting``: the
+        forgetting users' D_r pairs (users, items) [m]."""
         blocks = losses.blocks
-        n_users = self.model.n_users
-        slot = torch.full((n_users,), -1, dtype=torch.long)
+        slot = torch.full((self.model.n_users,), -1, dtype=torch.long)
         slot[f_users] = torch.arange(len(f_users))  # a forgetting user's place among them
-        kept = slot[blocks.users] >= 0  # the forgetting users' D_r pairs
-        kept_u, kept_i = blocks.users[kept], blocks.items[kept]
+        kept_u, kept_i = forgetting
         gone_u = torch.as_tensor(task.request.users, dtype=torch.long)
         gone_i = torch.as_tensor(task.request.items, dtype=torch.long)
         rows = torch.unique(torch.cat([kept_i, gone_i]))
         rows = rows[distributed.owner_mask(rows)]  # this process's share of the cache
         place = torch.full((self.model.n_items,), -1, dtype=torch.long)
-        place[rows] = torch.arange(len(rows))
-        z_old = features(task.original.exact_blocks(kept_u, kept_i).z()[f_users])
-        changes = torch.cat([features(blocks.z()[f_users]) - z_old, -z_old])  # [2|F|, d² + 2d]
-        pos, cols = torch.cat([place[kept_i], place[gone_i]]), torch.cat([slot[kept_u], slot[gone_u] + len(f_users)])
-        mine_pairs = pos >= 0
-        delta = feature_sums(pos[mine_pairs], cols[mine_pairs], torch.ones(int(mine_pairs.sum())), changes, len(rows))
-        self._item_cache.add_rows(distributed.local_index(rows), delta)
+        place[rows] = distributed.local_index(rows)  # an item's row in this process's cache
+        z_old = task.original.exact_blocks(kept_u, kept_i).z()[f_users]
+        vectors = torch.cat([blocks.z()[f_users], z_old])  # [2|F|, d]: z'_u, then z_u
+        n_kept, n_f = len(kept_i), len(f_users)
+        pos = torch.cat([place[kept_i], place[kept_i], place[gone_i]])
+        cols = torch.cat([slot[kept_u], slot[kept_u] + n_f, slot[gone_u] + n_f])
+        signs = torch.cat([torch.ones(n_kept), -torch.ones(n_kept + len(gone_i))])
+        self._item_cache.add_pairs(*take(pos >= 0, pos, cols, signs), vectors)
         mine = distributed.owner_mask(f_items)
         own = f_items[mine]
-        solved = blocks.solve_items(own, self._item_cache.select(distributed.local_index(own)))
+        solved = blocks.solve_items(own, self._item_cache, distributed.local_index(own))
         table = losses.table("item")
         table.data[f_items] = distributed.assemble((len(f_items), table.shape[1]), mine, solved)
         losses.changed()
