@@ -116,5 +116,5 @@ class ENMFBlocks:
         for s in range(0, n, SOLVE_CHUNK):
             part = (BlockSums(sums.outer[s : s + SOLVE_CHUNK], sums.square[s : s + SOLVE_CHUNK],
                               sums.linear[s : s + SOLVE_CHUNK]) if rows is None else sums.select(rows[s : s + SOLVE_CHUNK]))
-            solved.append(spd_solve(*self.system(shared, part, in_place=rows is not None)))  # a copy
+            solved.append(spd_solve(*self.system(shared, part, in_place=rows is not None)))  # select() copied
         return torch.cat(solved) if solved else sums.linear.new_zeros(0, shared.shape[0])
