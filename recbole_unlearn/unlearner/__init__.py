@@ -10,6 +10,7 @@ from recbole_unlearn.unlearner import alteraser as _alteraser  # noqa: E402,F401
 from recbole_unlearn.unlearner import ifru as _ifru  # noqa: E402,F401
 from recbole_unlearn.unlearner import receraser as _receraser, sisa as _sisa  # noqa: E402,F401
 from recbole_unlearn.unlearner import retrain as _retrain  # noqa: E402,F401
+from recbole_unlearn.unlearner import rowreset as _rowreset  # noqa: E402,F401
 from recbole_unlearn.unlearner import unlearnrec as _unlearnrec  # noqa: E402,F401
 from recbole_unlearn.unlearner import warm_start as _warm_start  # noqa: E402,F401
 
