@@ -77,11 +77,6 @@ class BlockSums:
     square: torch.Tensor
     linear: torch.Tensor
 
-    def add_rows(self, rows: torch.Tensor, delta: "BlockSums") -> None:
-        """In place: the sums of ``rows`` [n] (distinct) gain ``delta``'s (sums for the same rows)."""
-        for mine, change in zip((self.outer, self.square, self.linear), (delta.outer, delta.square, delta.linear)):
-            mine.index_add_(0, rows.to(mine.device), change)
-
     def add_pairs(self, pos: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor, vectors: torch.Tensor) -> None:
         """In place: row ``pos[k]`` gains w_k f(vectors[cols[k]]) for each pair k (f: v vᵀ, v ⊙ v, v),
         [m] each, ``vectors`` [n_cols, d]; summed in bounded chunks, with no [n, d, d] temporary."""
