@@ -26,7 +26,6 @@ from time import perf_counter
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from recbole.utils import init_seed  # noqa: E402
 
 from benchmarks.common import Bench, load_model, markdown_table, prepare_cached, save_model  # noqa: E402
@@ -36,6 +35,7 @@ from recbole_unlearn.errors import UnlearnInputError  # noqa: E402
 from recbole_unlearn.quick_start import run_unlearner  # noqa: E402
 from recbole_unlearn.report import evaluate_row, forget_user_topk, make_eval_setup  # noqa: E402
 from recbole_unlearn.unlearner.retrain import Retrain  # noqa: E402
+from recbole_unlearn.unlearner.rowreset import resolve_rows  # noqa: E402
 from recbole_unlearn.unlearner.warm_start import WarmStart  # noqa: E402
 
 #: the metrics whose Original − Retrain gap a row's share closed is shown for (the forgetting signal)
@@ -45,27 +45,12 @@ KEYS = {"dataset": "ml-100k", "model": "LightGCN", "scenario": "private", "seed"
 
 
 def resolve(model, ego: torch.Tensor, rows: torch.Tensor, users, items, steps: int, seed: int) -> float:
-    """Adam on the D_r loss over the ego rows ``rows`` only, written into ``model``; its time."""
-    n_users, n_items = model.n_users, model.n_items
-    theta = ego[rows].clone().requires_grad_(True)
-    opt = torch.optim.Adam([theta], lr=0.01)
-    g = torch.Generator().manual_seed(seed)
+    """Adam on the D_r loss over the ego rows ``rows`` only (RowReset's re-solve: learning rate
+    0.01, 4 fresh negatives per pair and step), written into ``model``; its time."""
     start = perf_counter()
-    for _ in range(steps):
-        e = ego.index_put((rows,), theta)
-        user_e, item_e = model.propagate(e)
-        neg = torch.randint(1, n_items, (len(users), 4), generator=g)
-        scores = user_e @ item_e.T  # [n_users, n_items]: gathers from it cost far less than per-pair products
-        pos = scores[users, items].unsqueeze(1)
-        negs = scores[users.unsqueeze(1), neg]
-        norms = e.square().sum(-1)  # [n_nodes]: the regulariser per row
-        loss = -F.logsigmoid(pos - negs).mean() + model.reg_weight / 2 * (
-            norms[users].mean() + norms[n_users + items].mean() + norms[n_users + neg].mean())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    solved = resolve_rows(model, ego, rows, users, items, steps, lr=0.01, negatives=4, seed=seed)
     elapsed = perf_counter() - start
-    model.write_ego(ego.index_put((rows,), theta.detach()))
+    model.write_ego(solved)
     return elapsed
 
 

@@ -59,26 +59,16 @@ class RowReset(Unlearner):
 
     def erase(self, task, remaining) -> None:
         model, p = self.model, self.params
-        n_users, n_items = model.n_users, model.n_items
-        users, items = (t.to(self.device) for t in pairs(remaining))
+        users, items = pairs(remaining)
         f_users = torch.as_tensor(task.request.forget_users, dtype=torch.long)
         f_items = torch.unique(torch.as_tensor(task.request.items, dtype=torch.long))
         if p.reset_hops:
-            f_users, f_items = neighbours(*pairs(remaining), f_users, f_items, p.reset_hops)
-        rows = torch.cat([f_users, f_items + n_users]).to(self.device)  # ego rows: users first
+            f_users, f_items = neighbours(users, items, f_users, f_items, p.reset_hops)
+        rows = torch.cat([f_users, f_items + model.n_users]).to(self.device)  # ego rows: users first
         ego = model.ego_embeddings().detach().clone()
         ego[rows] = self._initial_ego(remaining)[rows]
-        theta = ego[rows].clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([theta], lr=p.reset_lr)
-        draws = torch.Generator().manual_seed(int(self.config["seed"]))
-        dense = n_users * n_items <= DENSE_SCORES
-        for _ in range(p.reset_steps):
-            negatives = torch.randint(1, n_items, (len(users), p.reset_negatives), generator=draws).to(self.device)
-            loss = self._loss(ego.index_put((rows,), theta), users, items, negatives, dense)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        model.write_ego(ego.index_put((rows,), theta.detach()))
+        model.write_ego(resolve_rows(model, ego, rows, users.to(self.device), items.to(self.device), p.reset_steps,
+                                     p.reset_lr, p.reset_negatives, int(self.config["seed"])))
         model.clear_cache()
         self.info.update(rows_reset=int(len(rows)), steps=p.reset_steps)
 
@@ -87,22 +77,40 @@ class RowReset(Unlearner):
         init_seed(self.config["seed"], self.config["reproducibility"])
         return self.config.model_class(self.config, remaining).to(self.device).ego_embeddings().detach()
 
-    def _loss(self, ego: torch.Tensor, users, items, negatives, dense: bool) -> torch.Tensor:
-        """The D_r BPR objective at ego rows ``ego``: mean of −log σ(ŷ_ui − ŷ_uj) over the pairs
-        (``users``, ``items``) [m] and their negatives [m, k], plus the model's L2 term on the
-        triples' ego rows (``reg_weight`` / 2 · mean squared norms)."""
-        user_e, item_e = self.model.propagate(ego)
-        if dense:  # gathers from one product cost far less than m·(k+1) row products
-            scores = user_e @ item_e.T
-            pos, neg = scores[users, items].unsqueeze(1), scores[users.unsqueeze(1), negatives]
-        else:
-            u = user_e[users]
-            pos = (u * item_e[items]).sum(-1, keepdim=True)
-            neg = torch.einsum("md,mkd->mk", u, item_e[negatives])
-        norms = ego.square().sum(-1)  # [n_nodes]
-        n_users = self.model.n_users
-        reg = norms[users].mean() + norms[n_users + items].mean() + norms[n_users + negatives].mean()
-        return -F.logsigmoid(pos - neg).mean() + self.model.reg_weight / 2 * reg
+def resolve_rows(model, ego: torch.Tensor, rows: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
+                 steps: int, lr: float, negatives: int, seed: int) -> torch.Tensor:
+    """``ego`` [n_users + n_items, d] with its ``rows`` re-solved on the pairs (``users``,
+    ``items``) [m] by ``steps`` full-batch Adam steps, every other row fixed; each step draws
+    ``negatives`` fresh uniform negatives per pair (a generator seeded with ``seed``)."""
+    theta = ego[rows].clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([theta], lr=lr)
+    draws = torch.Generator().manual_seed(seed)
+    dense = model.n_users * model.n_items <= DENSE_SCORES
+    for _ in range(steps):
+        drawn = torch.randint(1, model.n_items, (len(users), negatives), generator=draws).to(ego.device)
+        loss = bpr_objective(model, ego.index_put((rows,), theta), users, items, drawn, dense)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return ego.index_put((rows,), theta.detach())
 
 
-__all__ = ["RowReset", "RowResetParams"]
+def bpr_objective(model, ego: torch.Tensor, users, items, negatives, dense: bool) -> torch.Tensor:
+    """The D_r BPR objective at ego rows ``ego``: mean of −log σ(ŷ_ui − ŷ_uj) over the pairs
+    (``users``, ``items``) [m] and their negatives [m, k], plus the model's L2 term on the
+    triples' ego rows (``reg_weight`` / 2 · mean squared norms)."""
+    user_e, item_e = model.propagate(ego)
+    if dense:  # gathers from one product cost far less than m·(k+1) row products
+        scores = user_e @ item_e.T
+        pos, neg = scores[users, items].unsqueeze(1), scores[users.unsqueeze(1), negatives]
+    else:
+        u = user_e[users]
+        pos = (u * item_e[items]).sum(-1, keepdim=True)
+        neg = torch.einsum("md,mkd->mk", u, item_e[negatives])
+    norms = ego.square().sum(-1)  # [n_nodes]
+    n_users = model.n_users
+    reg = norms[users].mean() + norms[n_users + items].mean() + norms[n_users + negatives].mean()
+    return -F.logsigmoid(pos - neg).mean() + model.reg_weight / 2 * reg
+
+
+__all__ = ["RowReset", "RowResetParams", "resolve_rows"]
