@@ -228,8 +228,12 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        with open(resource_dir("properties") / "overall.yaml", encoding="utf-8") as f:
-            defaults = yaml.load(f.read(), Loader=self.yaml_loader) or {}
+        props = resource_dir("properties")
+        defaults = {}
+        for path in (props / "overall.yaml", props / "model" / f"{model}.yaml"):  # a model's file names its default
+            if path.is_file():
+                with open(path, encoding="utf-8") as f:
+                    defaults.update(yaml.load(f.read(), Loader=self.yaml_loader) or {})
         unlearner = canonical_unlearner(self.external_config_dict.get("unlearner", defaults.get("unlearner")))
         for path in plugin_property_files(model, unlearner, dataset):
             loaded = self._update_internal_config_dict(str(path))

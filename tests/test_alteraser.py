@@ -10,6 +10,7 @@ from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.quick_start import run_unlearner
 from recbole_unlearn.unlearner._alteraser_blocks import BlockLosses
 from recbole_unlearn.unlearner._hf_newton import HFSettings, hf_newton
+from recbole_unlearn.unlearner._influence import BPRRowDerivatives
 from recbole_unlearn.data.remaining import pairs as _pairs
 from recbole_unlearn.unlearner.alteraser import AltEraser
 from recbole_unlearn.unlearner.base import UnlearnTask
@@ -160,3 +161,28 @@ def test_hf_newton_takes_the_same_steps_with_closed_form_derivatives():
     b, stats_b = hf_newton(losses.block_loss("user", rows), losses.table("user").data[rows], settings)
     assert stats_a == stats_b
     torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["user", "item"])
+def test_subgraph_hessian_vector_products_equal_the_whole_graphs(kind):
+    """LightGCN's block HVPs on the rows' k-hop subgraph (the induced graph and the triples that
+    touch it) equal those over the whole graph, and the subgraph is smaller than the graph."""
+    exp = tiny_experiment("LightGCN", forget="private")
+    model = exp.original
+    users, items = _pairs(exp.remaining)
+    model.set_train_data(exp.remaining)
+    losses = BlockLosses(model, users, items, seed=7)
+    side = users if kind == "user" else items
+    rows = torch.unique(torch.as_tensor(exp.request.users if kind == "user" else exp.request.items))
+    rows = rows[torch.bincount(side, minlength=int(rows.max()) + 1)[rows].argsort()[:1]]  # the least connected
+    index = rows if kind == "user" else rows + model.n_users
+    whole = BPRRowDerivatives(model, users, items, losses.negatives, index, subgraph=False)
+    sub = BPRRowDerivatives(model, users, items, losses.negatives, index, subgraph=True)
+    assert sub.sub is not None and whole.sub is None
+    assert sub.sub.size < model.n_users + model.n_items and len(sub.sub_triples) < len(whole.triples)
+    theta = losses.table(kind).data[rows] + 0.01 * torch.randn(len(rows), model.user_embedding.weight.shape[1])
+    (g1, hvp1), (g2, hvp2) = whole(theta), sub(theta)
+    torch.testing.assert_close(g2, g1, rtol=1e-5, atol=1e-7)
+    for _ in range(3):
+        v = torch.randn_like(theta)
+        torch.testing.assert_close(hvp2(v), hvp1(v), rtol=1e-5, atol=1e-7)

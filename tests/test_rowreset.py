@@ -1,13 +1,17 @@
 """RowReset: the contract, the rows it touches, and the score gap it closes against a retrain."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import make_config, tiny_experiment
+from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.quick_start import run_unlearner
 from recbole_unlearn.unlearner.retrain import Retrain
-from recbole_unlearn.unlearner.rowreset import RowReset
+from recbole_unlearn.unlearner.rowreset import RowReset, resolve_rows
 from unlearner_contract import UnlearnerContract, forgotten_probs
 
 
@@ -19,30 +23,62 @@ def _run(exp, **keys):
     return run_unlearner(exp, RowReset, make_config(exp.config["model"], forget=exp.config["forget"], **keys))
 
 
-def test_only_the_request_rows_move():
-    """Every ego row outside the forgetting users and the request's items keeps Θ_a's value."""
+@pytest.mark.parametrize("user_items", [False, True])
+def test_only_the_request_rows_move(user_items):
+    """Every ego row outside the forgetting users and the request's items (with
+    ``reset_user_items`` also the forgetting users' remaining items) keeps Θ_a's value."""
     exp = tiny_experiment("LightGCN", forget="private")
-    out = _run(exp)
+    out = _run(exp, reset_user_items=user_items)
     n_users = exp.original.n_users
     touched = torch.zeros(n_users + exp.original.n_items, dtype=torch.bool)
     touched[torch.as_tensor(exp.request.forget_users)] = True
     touched[n_users + torch.as_tensor(exp.request.items)] = True
+    if user_items:
+        users, items = pairs(exp.remaining)
+        theirs = items[torch.isin(users, torch.as_tensor(exp.request.forget_users))]
+        assert not bool(touched[n_users + theirs].all())  # the key adds rows
+        touched[n_users + theirs] = True
     before, after = exp.original.ego_embeddings().detach(), out.model.ego_embeddings().detach()
     assert torch.equal(before[~touched], after[~touched])
     assert not torch.allclose(before[touched], after[touched])
     assert out.info["rows_reset"] == int(touched.sum())
 
 
-@pytest.mark.parametrize("model", ["LightGCN", "BPR"])
-def test_scores_dense_and_per_pair_give_the_same_rows(model, monkeypatch):
-    """The score-matrix path and the per-pair path compute one loss: the same re-solved rows."""
-    import recbole_unlearn.unlearner.rowreset as rowreset
+def _autograd_resolve(model, ego, rows, users, items, steps, lr, k, seed):
+    """The re-solve by backpropagation through the model's D_r BPR objective (the reference)."""
+    theta = ego[rows].clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([theta], lr=lr)
+    draws = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        negatives = torch.randint(1, model.n_items, (len(users), k), generator=draws)
+        current = ego.index_put((rows,), theta)
+        user_e, item_e = model.propagate(current)
+        u = user_e[users]
+        pos = (u * item_e[items]).sum(-1, keepdim=True)
+        neg = torch.einsum("md,mkd->mk", u, item_e[negatives])
+        norms = current.square().sum(-1)
+        n = model.n_users
+        reg = norms[users].mean() + norms[n + items].mean() + norms[n + negatives].mean()
+        loss = -F.logsigmoid(pos - neg).mean() + model.reg_weight / 2 * reg
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return ego.index_put((rows,), theta.detach())
 
+
+@pytest.mark.parametrize("model", ["LightGCN", "BPR"])
+def test_closed_form_steps_equal_backpropagation(model):
+    """The closed-form gradient takes the steps backpropagation through the objective takes."""
     exp = tiny_experiment(model, forget="private")
-    dense = _run(exp, reset_steps=5).model.ego_embeddings().detach()
-    monkeypatch.setattr(rowreset, "DENSE_SCORES", 0)
-    per_pair = _run(exp, reset_steps=5).model.ego_embeddings().detach()
-    torch.testing.assert_close(dense, per_pair, rtol=1e-4, atol=1e-5)
+    m = copy.deepcopy(exp.original)
+    m.set_train_data(exp.remaining)
+    users, items = pairs(exp.remaining)
+    rows = torch.cat([torch.as_tensor(exp.request.forget_users), m.n_users + torch.unique(torch.as_tensor(exp.request.items))])
+    ego = m.ego_embeddings().detach()
+    ours = resolve_rows(m, ego, rows, users, items, steps=5, lr=0.01, negatives=3, seed=7)
+    reference = _autograd_resolve(m, ego, rows, users, items, steps=5, lr=0.01, k=3, seed=7)
+    assert not torch.allclose(ours[rows], ego[rows])
+    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("scenario", ["private", "noise"])

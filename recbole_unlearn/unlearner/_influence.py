@@ -8,12 +8,18 @@ node ``n_users + i`` is item ``i`` (the layout of LightGCN's ego embeddings).
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from recbole_unlearn.unlearner._subgraph import Subgraph
+
 Tensor = torch.Tensor
+#: reach (share of the graph's nodes) under which BPRRowDerivatives' products run on the subgraph
+SUBGRAPH_SHARE = 0.8
 
 
 def _counts(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> np.ndarray:
@@ -145,6 +151,23 @@ class BPRTriples:
     def __len__(self) -> int:
         return len(self.u)
 
+    def with_negatives(self, neg: Tensor) -> "BPRTriples":
+        """The same users, positives and weights with the negatives ``neg`` [T] (a fresh draw):
+        the users' index is shared, the incidence matrices are rebuilt on first use."""
+        other = copy.copy(self)
+        other.j = torch.as_tensor(neg, dtype=torch.long)
+        users, pos, _, n_users, n_items = self._coo
+        other._coo = (users, pos, other.j.cpu().numpy(), n_users, n_items)
+        other._scatters = other._at = other._buffers = None
+        return other.to(self.u.device)
+
+    def to(self, device) -> "BPRTriples":
+        """The triples with their index and weight tensors on ``device`` (the embeddings')."""
+        other = copy.copy(self)
+        for name in ("u", "i", "j", "w", "rows", "local_u"):
+            setattr(other, name, getattr(self, name).to(device))
+        return other
+
     @property
     def scatters(self) -> tuple[Tensor, Tensor]:
         """(users [n_users, T] one-hot, items [n_items, T] ±1) incidence matrices, CSR."""
@@ -244,10 +267,15 @@ class BPRRowDerivatives:
     the triples, where double backpropagation through the objective costs far more.
 
     ``users``/``items``/``negatives``: [T] internal ids; ``index``: the ego rows of θ (users
-    first, item ``i`` is row ``n_users + i``), [m].
+    first, item ``i`` is row ``n_users + i``), [m].  With a graph, the Hessian-vector products
+    run on the rows' reach (:class:`~recbole_unlearn.unlearner._subgraph.Subgraph`: the
+    induced subgraph and the triples that touch it), the same products at a fraction of the
+    cost where the reach is small; ``subgraph`` None takes it when it has under
+    ``SUBGRAPH_SHARE`` of the nodes, True / False always / never.
     """
 
-    def __init__(self, model, users: Tensor, items: Tensor, negatives: Tensor, index: Tensor):
+    def __init__(self, model, users: Tensor, items: Tensor, negatives: Tensor, index: Tensor,
+                 subgraph: bool | None = None):
         u, i, j = (torch.as_tensor(a).long().cpu().numpy() for a in (users, items, negatives))
         n_users, n_items, count = model.n_users, model.n_items, len(u)
         self.model, self.index = model, torch.as_tensor(index).long()
@@ -256,9 +284,20 @@ class BPRRowDerivatives:
         self.reg = self.reg_all[self.index][:, None]
         graph = model.graph()
         self.graph = None if graph is None else graph.to_sparse_csr()
+        self.sub = self.sub_triples = None
+        if self.graph is not None and subgraph is not False:
+            sub = Subgraph(model, self.graph, self.index)
+            if subgraph or sub.size < SUBGRAPH_SHARE * sub.n_nodes:
+                inside = sub.member().cpu().numpy()
+                touch = inside[u] | inside[n_users + i] | inside[n_users + j]
+                self.sub = sub
+                self.sub_triples = BPRTriples(u[touch], i[touch], j[touch], np.full(int(touch.sum()), 1.0 / max(count, 1)),
+                                              n_users, n_items)
 
     def _back(self, grads: tuple[Tensor, Tensor]) -> Tensor:
         """Mᵀ (= M) of output-space vectors, restricted to the rows of θ, [m, d]."""
+        if self.sub is not None:
+            return self.sub.propagate(torch.cat(grads).index_select(0, self.sub.nodes)).index_select(0, self.sub.local)
         user_e, item_e = self.model.propagate(torch.cat(grads), self.graph)
         return torch.cat([user_e, item_e]).index_select(0, self.index)
 
@@ -275,12 +314,20 @@ class BPRRowDerivatives:
     @torch.no_grad()
     def __call__(self, theta: Tensor):
         base = self.model.ego_embeddings().detach()
-        self.triples.at(*self.model.propagate(base.index_copy(0, self.index, theta), self.graph))
-        g = self._back(self.triples.grad()).add_(self.reg * theta)
+        point = self.model.propagate(base.index_copy(0, self.index, theta), self.graph)
+        triples = self.triples if self.sub is None else self.sub_triples
+        triples.at(*point)
+        g = self._back(triples.grad()).add_(self.reg * theta)
         full = torch.zeros_like(base)
+        n_users = self.model.n_users
 
         def hvp(v: Tensor) -> Tensor:
-            w = self.model.propagate(full.index_copy_(0, self.index, v), self.graph)
-            return self._back(self.triples.hvp(*w)).addcmul_(self.reg.expand_as(v), v)
+            if self.sub is None:
+                w = self.model.propagate(full.index_copy_(0, self.index, v), self.graph)
+            else:  # M v on the reach, placed in the whole graph's rows for the triples
+                local = torch.zeros(self.sub.size, v.shape[1], dtype=v.dtype, device=v.device).index_copy_(0, self.sub.local, v)
+                full.index_copy_(0, self.sub.nodes, self.sub.propagate(local))
+                w = full[:n_users], full[n_users:]
+            return self._back(triples.hvp(*w)).addcmul_(self.reg.expand_as(v), v)
 
         return g, hvp

@@ -19,7 +19,8 @@ the paper's remark that H_a can be computed beforehand.
 ``hf_newton`` — Hessian-free Newton on any differentiable block loss (``_hf_newton``): the
 model's ``row_objective`` on D_r (a sampled loss with negatives drawn once, seeded); for a BPR
 loss on the outputs (LightGCN, BPR) its gradient and Hessian-vector products are taken in
-closed form (``BPRRowDerivatives``: two propagations per product), else by double backprop.
+closed form (``BPRRowDerivatives``: two propagations per product, over the block's k-hop
+subgraph where that is smaller than the graph), else by double backprop.
 ``adamw`` — the paper's first-order ablation on the same block losses.
 """
 from __future__ import annotations

@@ -6,8 +6,9 @@ re-solving those rows from Θ_a's values removes only 10–30% of the membership
 re-initialising them first removes most of it (``benchmarks/diagnose.py``, BENCHMARKS.md).
 So RowReset
 
-1. sets the ego rows of the forgetting users and of the request's items (plus ``reset_hops``
-   rings of D_r neighbours) to the values a retrain starts from (the model class's own
+1. sets the ego rows of the forgetting users and of the request's items (with
+   ``reset_user_items`` also the forgetting users' remaining items, which were fitted to those
+   users; plus ``reset_hops`` rings of D_r neighbours) to the values a retrain starts from (the model class's own
    initialisation under the run's seed, as Retrain draws it), and
 2. re-solves only those rows, every other row fixed, by ``reset_steps`` full-batch Adam steps
    on the D_r BPR objective with ``reset_negatives`` fresh uniform negatives per pair and step
@@ -15,33 +16,32 @@ So RowReset
 
 It builds on AltEraser's re-optimisation of row blocks on D_r (Liu, Wan, Wang, Zhang, Zhang
 and Li, "Forgetting Fast in Recommender Systems", RecSys 2022), with LightGCN's graph as the
-model (He, Deng, Wang, Li, Zhang and Wang, SIGIR 2020).  The scores of a step come from one
-[n_users, n_items] product where it fits in ``DENSE_SCORES`` entries, else per pair.
+model (He, Deng, Wang, Li, Zhang and Wang, SIGIR 2020).  A step's gradient is in closed form
+(:func:`resolve_rows`): two propagations and one pass over the triples, no backpropagation.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from recbole.utils import init_seed
 
 from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._alteraser_blocks import neighbours
+from recbole_unlearn.unlearner._influence import BPRTriples
 from recbole_unlearn.unlearner.base import Params, Unlearner
-
-DENSE_SCORES = 1 << 25  # score-matrix entries (128 MiB of float32) up to which a step scores densely
-
 
 @dataclass(frozen=True)
 class RowResetParams(Params):
     """Keys of ``properties/unlearner/RowReset.yaml`` (documented there)."""
 
-    reset_steps: int = 40
-    reset_lr: float = 0.01
+    reset_steps: int = 10
+    reset_lr: float = 0.03
     reset_negatives: int = 4
     reset_hops: int = 0
+    reset_user_items: bool = True
 
 
 @register_unlearner
@@ -62,6 +62,10 @@ class RowReset(Unlearner):
         users, items = pairs(remaining)
         f_users = torch.as_tensor(task.request.forget_users, dtype=torch.long)
         f_items = torch.unique(torch.as_tensor(task.request.items, dtype=torch.long))
+        if p.reset_user_items:  # the forgetting users' remaining items too: they were fitted to those users
+            member = torch.zeros(model.n_users, dtype=torch.bool)
+            member[f_users] = True
+            f_items = torch.unique(torch.cat([f_items, items[member[users]]]))
         if p.reset_hops:
             f_users, f_items = neighbours(users, items, f_users, f_items, p.reset_hops)
         rows = torch.cat([f_users, f_items + model.n_users]).to(self.device)  # ego rows: users first
@@ -79,38 +83,36 @@ class RowReset(Unlearner):
 
 def resolve_rows(model, ego: torch.Tensor, rows: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
                  steps: int, lr: float, negatives: int, seed: int) -> torch.Tensor:
-    """``ego`` [n_users + n_items, d] with its ``rows`` re-solved on the pairs (``users``,
+    """``ego`` [n_users + n_items, d] with its ``rows`` [r] re-solved on the pairs (``users``,
     ``items``) [m] by ``steps`` full-batch Adam steps, every other row fixed; each step draws
-    ``negatives`` fresh uniform negatives per pair (a generator seeded with ``seed``)."""
-    theta = ego[rows].clone().requires_grad_(True)
+    ``negatives`` = k fresh uniform negatives per pair (a generator seeded with ``seed``).
+
+    The objective is the model's BPR loss on D_r as an expectation over negatives:
+    (1/mk) Σ_(u,i,j) −log σ(ŷ_ui − ŷ_uj) + reg_weight/2 · (mean ‖e⁰‖² of the triples' users,
+    positives and negatives).  Its gradient is taken in closed form (:class:`BPRTriples` on the
+    outputs, then the propagation's adjoint, which is the propagation: M is symmetric), not by
+    backpropagation through the graph.
+    """
+    m, k, n_users, n_items = len(users), negatives, model.n_users, model.n_items
+    u, i = users.cpu().repeat_interleave(k).numpy(), items.cpu().repeat_interleave(k).numpy()
+    triples = BPRTriples(u, i, i, np.full(m * k, 1.0 / (m * k)), n_users, n_items).to(ego.device)
+    graph = model.graph()
+    graph = None if graph is None else graph.to_sparse_csr()
+    nodes = torch.cat([users.to(ego.device), items.to(ego.device) + n_users])
+    on_rows = torch.bincount(nodes, minlength=len(ego)).to(ego.dtype).index_select(0, rows) / m  # [r]
+    theta = ego.index_select(0, rows).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([theta], lr=lr)
     draws = torch.Generator().manual_seed(seed)
-    dense = model.n_users * model.n_items <= DENSE_SCORES
+    current = ego.clone()
     for _ in range(steps):
-        drawn = torch.randint(1, model.n_items, (len(users), negatives), generator=draws).to(ego.device)
-        loss = bpr_objective(model, ego.index_put((rows,), theta), users, items, drawn, dense)
-        optimizer.zero_grad()
-        loss.backward()
+        drawn = torch.randint(1, n_items, (m, k), generator=draws).view(-1).to(ego.device)  # pair-major
+        current.index_copy_(0, rows, theta.detach())
+        step = triples.with_negatives(drawn).at(*model.propagate(current, graph))
+        g = torch.cat(model.propagate(torch.cat(step.grad()), graph)).index_select(0, rows)
+        as_negative = torch.bincount(drawn + n_users, minlength=len(ego)).to(ego.dtype).index_select(0, rows)
+        theta.grad = g.addcmul_((on_rows + as_negative / (m * k)).unsqueeze(1) * model.reg_weight, theta.detach())
         optimizer.step()
-    return ego.index_put((rows,), theta.detach())
-
-
-def bpr_objective(model, ego: torch.Tensor, users, items, negatives, dense: bool) -> torch.Tensor:
-    """The D_r BPR objective at ego rows ``ego``: mean of −log σ(ŷ_ui − ŷ_uj) over the pairs
-    (``users``, ``items``) [m] and their negatives [m, k], plus the model's L2 term on the
-    triples' ego rows (``reg_weight`` / 2 · mean squared norms)."""
-    user_e, item_e = model.propagate(ego)
-    if dense:  # gathers from one product cost far less than m·(k+1) row products
-        scores = user_e @ item_e.T
-        pos, neg = scores[users, items].unsqueeze(1), scores[users.unsqueeze(1), negatives]
-    else:
-        u = user_e[users]
-        pos = (u * item_e[items]).sum(-1, keepdim=True)
-        neg = torch.einsum("md,mkd->mk", u, item_e[negatives])
-    norms = ego.square().sum(-1)  # [n_nodes]
-    n_users = model.n_users
-    reg = norms[users].mean() + norms[n_users + items].mean() + norms[n_users + negatives].mean()
-    return -F.logsigmoid(pos - neg).mean() + model.reg_weight / 2 * reg
+    return current.index_copy_(0, rows, theta.detach())
 
 
 __all__ = ["RowReset", "RowResetParams", "resolve_rows"]
