@@ -291,8 +291,8 @@ class BPRRowDerivatives:
                 inside = sub.member().cpu().numpy()
                 touch = inside[u] | inside[n_users + i] | inside[n_users + j]
                 self.sub = sub
-                self.sub_triples = BPRTriples(u[touch], i[touch], j[touch], np.full(int(touch.sum()), 1.0 / max(count, 1)),
-                                              n_users, n_items)
+                weight = np.full(int(touch.sum()), 1.0 / max(count, 1))
+                self.sub_triples = BPRTriples(u[touch], i[touch], j[touch], weight, n_users, n_items)
 
     def _back(self, grads: tuple[Tensor, Tensor]) -> Tensor:
         """Mᵀ (= M) of output-space vectors, restricted to the rows of θ, [m, d]."""
@@ -325,7 +325,7 @@ class BPRRowDerivatives:
             if self.sub is None:
                 w = self.model.propagate(full.index_copy_(0, self.index, v), self.graph)
             else:  # M v on the reach, placed in the whole graph's rows for the triples
-                local = torch.zeros(self.sub.size, v.shape[1], dtype=v.dtype, device=v.device).index_copy_(0, self.sub.local, v)
+                local = v.new_zeros(self.sub.size, v.shape[1]).index_copy_(0, self.sub.local, v)
                 full.index_copy_(0, self.sub.nodes, self.sub.propagate(local))
                 w = full[:n_users], full[n_users:]
             return self._back(triples.hvp(*w)).addcmul_(self.reg.expand_as(v), v)

@@ -8,8 +8,8 @@ So RowReset
 
 1. sets the ego rows of the forgetting users and of the request's items (with
    ``reset_user_items`` also the forgetting users' remaining items, which were fitted to those
-   users; plus ``reset_hops`` rings of D_r neighbours) to the values a retrain starts from (the model class's own
-   initialisation under the run's seed, as Retrain draws it), and
+   users; plus ``reset_hops`` rings of D_r neighbours) to the values a retrain starts from
+   (the model class's own initialisation under the run's seed, as Retrain draws it), and
 2. re-solves only those rows, every other row fixed, by ``reset_steps`` full-batch Adam steps
    on the D_r BPR objective with ``reset_negatives`` fresh uniform negatives per pair and step
    (an expectation over negatives, as training has: one fixed negative per pair overfits it).
@@ -32,6 +32,7 @@ from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._alteraser_blocks import neighbours
 from recbole_unlearn.unlearner._influence import BPRTriples
 from recbole_unlearn.unlearner.base import Params, Unlearner
+
 
 @dataclass(frozen=True)
 class RowResetParams(Params):
@@ -95,7 +96,7 @@ def resolve_rows(model, ego: torch.Tensor, rows: torch.Tensor, users: torch.Tens
     """
     m, k, n_users, n_items = len(users), negatives, model.n_users, model.n_items
     u, i = users.cpu().repeat_interleave(k).numpy(), items.cpu().repeat_interleave(k).numpy()
-    triples = BPRTriples(u, i, i, np.full(m * k, 1.0 / (m * k)), n_users, n_items).to(ego.device)
+    triples = BPRTriples(u, i, i, np.full(m * k, 1.0 / (m * k)), n_users, n_items).to(ego.device)  # negatives: per step
     graph = model.graph()
     graph = None if graph is None else graph.to_sparse_csr()
     nodes = torch.cat([users.to(ego.device), items.to(ego.device) + n_users])
