@@ -3,7 +3,7 @@
 One original is trained on the CPU and saved; the same request is then applied to it on each
 device, from the checkpoint, through the command-line path (checkpoint loading onto the
 configured device, the method, saving).  Methods whose randomness is drawn on the CPU
-(AltEraser's block negatives, IFRU's triples) must agree within float tolerance.
+(AltEraser's block negatives, IFRU's triples, RowReset's negatives and initial rows) must agree within float tolerance.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 
 @pytest.mark.parametrize("model, unlearner", [("ENMF", "AltEraser"), ("LightGCN", "AltEraser"),
-                                              ("LightGCN", "IFRU"), ("BPR", "IFRU")])
+                                              ("LightGCN", "IFRU"), ("BPR", "IFRU"), ("LightGCN", "RowReset")])
 def test_a_cuda_run_gives_the_cpu_run_result(tmp_path, model, unlearner):
     keys = dict(model=model, forget="private", embedding_size=16)
     original = run_unlearn(model, TINY, config_dict=cfg(tmp_path / "train", unlearner="WarmStart", warm_epochs=1,

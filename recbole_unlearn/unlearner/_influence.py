@@ -174,9 +174,9 @@ class BPRTriples:
         if self._scatters is None:
             users, pos, neg, n_users, n_items = self._coo
             t = np.arange(len(users))
-            self._scatters = (_csr(users, t, np.ones(len(t)), n_users, len(t)),
+            self._scatters = (_csr(users, t, np.ones(len(t)), n_users, len(t)).to(self.u.device),
                               _csr(np.concatenate([pos, neg]), np.concatenate([t, t]),
-                                   np.r_[np.ones(len(t)), -np.ones(len(t))], n_items, len(t)))
+                                   np.r_[np.ones(len(t)), -np.ones(len(t))], n_items, len(t)).to(self.u.device))
         return self._scatters
 
     def at(self, user_e: Tensor, item_e: Tensor, dense: bool | None = None) -> "BPRTriples":
@@ -206,7 +206,7 @@ class BPRTriples:
     @staticmethod
     def _pair_matrix(pi: Tensor, pj: Tensor, values: Tensor, n_u: int, n_i: int) -> Tensor:
         """Σ_t values_t (+1 at (u_t, i_t), −1 at (u_t, j_t)), [n_u, n_i]."""
-        return torch.zeros(n_u * n_i).index_add_(0, pi, values).index_add_(0, pj, -values).view(n_u, n_i)
+        return values.new_zeros(n_u * n_i).index_add_(0, pi, values).index_add_(0, pj, -values).view(n_u, n_i)
 
     def _scatter(self, to_user: Tensor, to_items: Tensor) -> tuple[Tensor, Tensor]:
         user_scatter, item_scatter = self.scatters
