@@ -103,6 +103,24 @@ def test_graph_methods_lightgcn_remove_membership_and_keep_accuracy(unlearner):
     assert rows[unlearner]["speedup"] >= 5
 
 
+def test_rowreset_lightgcn_removes_the_membership_signal():
+    """RowReset (LightGCN's default): ≥ 90% of the Original − Retrain MIA gap removed, the
+    re-predict score within 15% of Retrain's, and the forgotten pairs out of the graph."""
+    r = run("LightGCN", "RowReset")
+    rows = r["rows"]
+    original, retrain, ours = (rows[n]["mia_auc"] for n in ("Original", "Retrain", "RowReset"))
+    assert original - ours >= 0.9 * (original - retrain)
+    assert abs(rows["RowReset"]["repredict_score"] / rows["Retrain"]["repredict_score"] - 1) <= 0.15
+    assert not forgotten_in_training(r["model"], r["exp"])
+
+
+@pytest.mark.xfail(strict=True, reason="measured on ml-100k (seed 2020): RowReset's Recall@20 is 0.3524 against "
+                   "Retrain's 0.3656, 0.0022 beyond the band of 0.0110")
+def test_rowreset_lightgcn_recall_in_band():
+    rows = run("LightGCN", "RowReset")["rows"]
+    assert in_band(rows, "RowReset", "test.recall@20")
+
+
 AMAZON = pytest.mark.skipif(not (SHARED / "amazon-electronics-14core").is_dir(), reason="../shared/datasets is absent")
 
 

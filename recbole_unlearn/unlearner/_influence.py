@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from recbole_unlearn.unlearner._subgraph import Subgraph
 
 Tensor = torch.Tensor
-#: reach (share of the graph's nodes) under which BPRRowDerivatives' products run on the subgraph
-SUBGRAPH_SHARE = 0.8
+#: share of the triples touching a block's reach under which BPRRowDerivatives' products run there
+SUBGRAPH_SHARE = 0.9
 
 
 def _counts(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> np.ndarray:
@@ -270,8 +270,8 @@ class BPRRowDerivatives:
     first, item ``i`` is row ``n_users + i``), [m].  With a graph, the Hessian-vector products
     run on the rows' reach (:class:`~recbole_unlearn.unlearner._subgraph.Subgraph`: the
     induced subgraph and the triples that touch it), the same products at a fraction of the
-    cost where the reach is small; ``subgraph`` None takes it when it has under
-    ``SUBGRAPH_SHARE`` of the nodes, True / False always / never.
+    cost where the reach is small; ``subgraph`` None takes it when under ``SUBGRAPH_SHARE`` of
+    the triples touch it, True / False always / never.
     """
 
     def __init__(self, model, users: Tensor, items: Tensor, negatives: Tensor, index: Tensor,
@@ -287,9 +287,9 @@ class BPRRowDerivatives:
         self.sub = self.sub_triples = None
         if self.graph is not None and subgraph is not False:
             sub = Subgraph(model, self.graph, self.index)
-            if subgraph or sub.size < SUBGRAPH_SHARE * sub.n_nodes:
-                inside = sub.member().cpu().numpy()
-                touch = inside[u] | inside[n_users + i] | inside[n_users + j]
+            inside = sub.member().cpu().numpy()
+            touch = inside[u] | inside[n_users + i] | inside[n_users + j]
+            if subgraph or touch.sum() < SUBGRAPH_SHARE * count:  # the triples set a product's cost
                 self.sub = sub
                 weight = np.full(int(touch.sum()), 1.0 / max(count, 1))
                 self.sub_triples = BPRTriples(u[touch], i[touch], j[touch], weight, n_users, n_items)

@@ -36,19 +36,26 @@ class Subgraph:
     and the rows' positions among them (``local`` [m])."""
 
     def __init__(self, model, graph: Tensor, index: Tensor):
-        self.model = model
-        full = _scipy(graph)
-        n = full.shape[0]
+        self.model, self._whole, self._graph = model, graph, None
+        csr = graph.to_sparse_csr().cpu()
+        n = csr.shape[0]
         indicator = torch.zeros(n, 1)
         indicator[index.cpu()] = 1.0
-        reached = torch.cat(model.propagate(indicator, _torch(abs(full), "cpu")))[:, 0] != 0
-        nodes = np.flatnonzero(reached.numpy())
+        magnitudes = torch.sparse_csr_tensor(csr.crow_indices(), csr.col_indices(), csr.values().abs(), csr.shape)
+        nodes = np.flatnonzero(torch.cat(model.propagate(indicator, magnitudes))[:, 0].numpy())
         self.nodes = torch.as_tensor(nodes, dtype=torch.long, device=graph.device)
         self.size, self.n_nodes = len(nodes), n
         position = np.full(n, -1)
         position[nodes] = np.arange(len(nodes))
         self.local = torch.as_tensor(position[index.cpu().numpy()], dtype=torch.long, device=graph.device)
-        self.graph = _torch(full[nodes][:, nodes], graph.device)
+
+    @property
+    def graph(self) -> Tensor:
+        """The induced graph [s, s] (CSR), built on first use."""
+        if self._graph is None:
+            nodes = self.nodes.cpu().numpy()
+            self._graph = _torch(_scipy(self._whole)[nodes][:, nodes], self._whole.device)
+        return self._graph
 
     def member(self) -> Tensor:
         """Whether each node of the whole graph is in the subgraph, [n] bool."""
