@@ -34,8 +34,9 @@ from recbole_unlearn.config import Config, config_with
 from recbole_unlearn.data import remaining_dataset
 from recbole_unlearn.data.remaining import RemainingLoaders
 from recbole_unlearn.errors import UnlearnInputError
-from recbole_unlearn.quick_start import Experiment, checkpoint_meta, prepare
+from recbole_unlearn.quick_start import Experiment, checkpoint_meta, prepare, run_unlearner
 from recbole_unlearn.registry import parse_rows
+from recbole_unlearn.unlearner.retrain import Retrain
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: the per-run result files of an experiment folder (not experiment.json / summary.json)
@@ -295,6 +296,30 @@ def load_model(path: Path, config, dataset) -> tuple[torch.nn.Module | None, dic
     except RuntimeError:
         return None, {}
     return model.eval(), meta
+
+
+def cached_retrain(bench: Bench, config: Config, exp: Experiment, seed: int) -> tuple[torch.nn.Module, float | None]:
+    """Retrain of ``exp``'s request and its time: from the cache the tables suite writes, else
+    run now and cached there."""
+    path = bench.cache_path(seed, "Retrain")
+    retrain, meta = load_model(path, config, exp.remaining)
+    if retrain is not None:
+        return retrain, meta.get("time_s")
+    outcome = run_unlearner(exp, Retrain, config)
+    save_model(path, outcome.model, config, exp.remaining, role="retrain", time_s=outcome.time_s, info=outcome.info)
+    return outcome.model, outcome.time_s
+
+
+def script_keys(argv: list[str], defaults: dict) -> tuple[dict, dict]:
+    """A script's ``--key=value`` arguments: its own keys (``defaults``, updated) and every
+    other key, for the Config of its runs."""
+    keys, overrides = dict(defaults), {}
+    for arg in argv:
+        if not (arg.startswith("--") and "=" in arg):
+            raise UnlearnInputError(f"arguments are --key=value, got {arg!r}")
+        k, v = arg[2:].split("=", 1)
+        (keys if k in defaults else overrides)[k] = v
+    return keys, overrides
 
 
 # ---- aggregation over seeds ------------------------------------------------------------------

@@ -28,13 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from recbole.utils import init_seed  # noqa: E402
 
-from benchmarks.common import Bench, load_model, markdown_table, prepare_cached, save_model  # noqa: E402
+from benchmarks.common import Bench, cached_retrain, markdown_table, prepare_cached, script_keys  # noqa: E402
 from recbole_unlearn.config import config_with  # noqa: E402
 from recbole_unlearn.data.remaining import pairs  # noqa: E402
 from recbole_unlearn.errors import UnlearnInputError  # noqa: E402
 from recbole_unlearn.quick_start import run_unlearner  # noqa: E402
 from recbole_unlearn.report import evaluate_row, forget_user_topk, make_eval_setup  # noqa: E402
-from recbole_unlearn.unlearner.retrain import Retrain  # noqa: E402
 from recbole_unlearn.unlearner.rowreset import resolve_rows  # noqa: E402
 from recbole_unlearn.unlearner.warm_start import WarmStart  # noqa: E402
 
@@ -55,30 +54,18 @@ def resolve(model, ego: torch.Tensor, rows: torch.Tensor, users, items, steps: i
 
 
 def main(argv: list[str]) -> int:
-    keys, overrides = dict(KEYS), {}
-    for arg in argv:
-        if not (arg.startswith("--") and "=" in arg):
-            print(f"error: arguments are --key=value, got {arg!r}", file=sys.stderr)
-            return 2
-        k, v = arg[2:].split("=", 1)
-        (keys if k in KEYS else overrides)[k] = v
     torch.set_num_threads(1)
     sys.argv = sys.argv[:1]
-    seed, steps = int(keys["seed"]), int(keys["steps"])
-    bench = Bench("tables", keys["dataset"], keys["model"], keys["scenario"], overrides, cache=Path(keys["cache"]))
     try:
+        keys, overrides = script_keys(argv, KEYS)
+        seed, steps = int(keys["seed"]), int(keys["steps"])
+        bench = Bench("tables", keys["dataset"], keys["model"], keys["scenario"], overrides, cache=Path(keys["cache"]))
         base = bench.config("Retrain", seed)
         exp, _ = prepare_cached(bench, base, seed)
-    except UnlearnInputError as e:
+    except (UnlearnInputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    retrain, meta = load_model(bench.cache_path(seed, "Retrain"), base, exp.remaining)
-    retrain_time = meta.get("time_s")
-    if retrain is None:
-        outcome = run_unlearner(exp, Retrain, base)
-        retrain, retrain_time = outcome.model, outcome.time_s
-        save_model(bench.cache_path(seed, "Retrain"), retrain, base, exp.remaining, role="retrain",
-                   time_s=outcome.time_s, info=outcome.info)
+    retrain, retrain_time = cached_retrain(bench, base, exp, seed)
     setup = make_eval_setup(base, exp.remaining, exp.valid, exp.test_r, exp.request)
     reference = forget_user_topk(retrain, setup)
 

@@ -28,12 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import Bench, load_model, markdown_table, prepare_cached, save_model  # noqa: E402
+from benchmarks.common import Bench, cached_retrain, markdown_table, prepare_cached, script_keys  # noqa: E402
 from recbole_unlearn.errors import UnlearnInputError  # noqa: E402
 from recbole_unlearn.quick_start import run_unlearner  # noqa: E402
 from recbole_unlearn.registry import parse_rows  # noqa: E402
 from recbole_unlearn.report import evaluate_row, forget_user_topk, make_eval_setup  # noqa: E402
-from recbole_unlearn.unlearner.retrain import Retrain  # noqa: E402
 
 KEYS = {"unlearner": "rowreset", "model": "LightGCN", "seed": "2021", "cases": "ml-100k:private", "grid": "",
         "cache": str(Path(__file__).resolve().parent / ".cache")}
@@ -66,12 +65,7 @@ def run_case(dataset: str, scenario: str, model: str, cls: type, seed: int, grid
     bench = Bench("tables", dataset, model, scenario, overrides, cache=cache)
     base = bench.config("Retrain", seed)
     exp, _ = prepare_cached(bench, base, seed)
-    retrain, _ = load_model(bench.cache_path(seed, "Retrain"), base, exp.remaining)
-    if retrain is None:
-        outcome = run_unlearner(exp, Retrain, base)
-        retrain = outcome.model
-        save_model(bench.cache_path(seed, "Retrain"), retrain, base, exp.remaining, role="retrain",
-                   time_s=outcome.time_s, info=outcome.info)
+    retrain, _ = cached_retrain(bench, base, exp, seed)
     setup = make_eval_setup(base, exp.remaining, exp.valid, exp.valid_r, exp.request)  # the validation split
     reference = forget_user_topk(retrain, setup)
     original, gold = measure(exp.original, setup, reference), measure(retrain, setup, reference)
@@ -89,22 +83,18 @@ def run_case(dataset: str, scenario: str, model: str, cls: type, seed: int, grid
 
 
 def main(argv: list[str]) -> int:
-    keys, overrides = dict(KEYS), {}
-    for arg in argv:
-        if not (arg.startswith("--") and "=" in arg):
-            print(f"error: arguments are --key=value, got {arg!r}", file=sys.stderr)
-            return 2
-        k, v = arg[2:].split("=", 1)
-        (keys if k in KEYS else overrides)[k] = v
     torch.set_num_threads(1)
     sys.argv = sys.argv[:1]
     try:
+        keys, overrides = script_keys(argv, KEYS)
         ((cls, _),) = parse_rows(keys["unlearner"])
         grid = [dict(parse_rows(f"{cls.__name__}[{';'.join(f'{k}={v}' for k, v in point.items())}]")[0][1])
                 for point in parse_grid(keys["grid"])]  # typed and checked as --unlearners rows are
         cases = [tuple(c.split(":", 1)) for c in keys["cases"].split(",")]
         if any(len(c) != 2 for c in cases):
             raise UnlearnInputError(f"cases are dataset:scenario, got {keys['cases']!r}")
+        if not keys["seed"].isdigit():
+            raise UnlearnInputError(f"seed must be a whole number, not {keys['seed']!r}")
         results = {c: run_case(*c, keys["model"], cls, int(keys["seed"]), grid, overrides, Path(keys["cache"]))
                    for c in cases}
     except UnlearnInputError as e:

@@ -418,3 +418,21 @@ def test_group_suite_compares_two_processes_with_one(tmp_path):
     assert len(two["ranks"]) == 2 and all(r["peak_rss_mb"] > 0 for r in two["ranks"])
     assert two["info"]["shards_retrained"] == one["info"]["shards_retrained"] > 0
     assert "Process groups" in report.read_text()
+
+
+def test_validate_keys_reads_its_grid_and_arguments():
+    """``validate_keys.py``: a grid is the product of its axes; a script's own keys are split
+    from the Config's; malformed input is one input error."""
+    from benchmarks.common import script_keys
+    from benchmarks.validate_keys import parse_grid
+    from recbole_unlearn.errors import UnlearnInputError
+
+    assert parse_grid("a=1,2 b=x") == [{"a": "1", "b": "x"}, {"a": "2", "b": "x"}]
+    assert parse_grid("") == [{}]
+    for bad in ("a", "=1", "a="):
+        with pytest.raises(UnlearnInputError, match="grid entries"):
+            parse_grid(bad)
+    keys, overrides = script_keys(["--seed=7", "--epochs=3"], {"seed": "2021"})
+    assert keys == {"seed": "7"} and overrides == {"epochs": "3"}
+    with pytest.raises(UnlearnInputError, match="--key=value"):
+        script_keys(["seed"], {"seed": "2021"})
