@@ -36,6 +36,7 @@ from recbole_unlearn.data.remaining import RemainingLoaders
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.quick_start import Experiment, checkpoint_meta, prepare, run_unlearner
 from recbole_unlearn.registry import parse_rows
+from recbole_unlearn.report import evaluate_row
 from recbole_unlearn.unlearner.retrain import Retrain
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -308,6 +309,15 @@ def cached_retrain(bench: Bench, config: Config, exp: Experiment, seed: int) -> 
     outcome = run_unlearner(exp, Retrain, config)
     save_model(path, outcome.model, config, exp.remaining, role="retrain", time_s=outcome.time_s, info=outcome.info)
     return outcome.model, outcome.time_s
+
+
+def headline(model, setup, reference) -> dict:
+    """The forgetting and accuracy figures a row is judged by (``evaluate_row`` on ``setup``,
+    RBO against ``reference``): re-predict, MIA AUC, RBO@10, Recall@20 of all and of the
+    forgetting users."""
+    r = evaluate_row(model, setup, reference)
+    return {"re-predict": r["repredict_score"], "MIA AUC": r["mia_auc"], "RBO@10": r["rbo"]["rbo@10"],
+            "Recall@20": r["test"]["recall@20"], "F-Recall@20": r["test_forget_users"]["recall@20"]}
 
 
 def script_keys(argv: list[str], defaults: dict) -> tuple[dict, dict]:

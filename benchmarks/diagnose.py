@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from recbole.utils import init_seed  # noqa: E402
 
-from benchmarks.common import Bench, cached_retrain, markdown_table, prepare_cached, script_keys  # noqa: E402
+from benchmarks.common import Bench, cached_retrain, headline, markdown_table, prepare_cached, script_keys  # noqa: E402
 from recbole_unlearn.config import config_with  # noqa: E402
 from recbole_unlearn.data.remaining import pairs  # noqa: E402
 from recbole_unlearn.errors import UnlearnInputError  # noqa: E402
 from recbole_unlearn.quick_start import run_unlearner  # noqa: E402
-from recbole_unlearn.report import evaluate_row, forget_user_topk, make_eval_setup  # noqa: E402
+from recbole_unlearn.report import forget_user_topk, make_eval_setup  # noqa: E402
 from recbole_unlearn.unlearner.rowreset import resolve_rows  # noqa: E402
 from recbole_unlearn.unlearner.warm_start import WarmStart  # noqa: E402
 
@@ -70,9 +70,7 @@ def main(argv: list[str]) -> int:
     reference = forget_user_topk(retrain, setup)
 
     def measure(model) -> dict:
-        r = evaluate_row(model, setup, reference)
-        return {"re-predict": r["repredict_score"], "MIA AUC": r["mia_auc"], "RBO@10": r["rbo"]["rbo@10"],
-                "Recall@20": r["test"]["recall@20"], "F-Recall@20": r["test_forget_users"]["recall@20"]}
+        return headline(model, setup, reference)
 
     rows = {"Original": (measure(exp.original), None), "Retrain": (measure(retrain), None)}
     init_seed(seed, base["reproducibility"])

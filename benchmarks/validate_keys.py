@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import Bench, cached_retrain, markdown_table, prepare_cached, script_keys  # noqa: E402
+from benchmarks.common import Bench, cached_retrain, headline, markdown_table, prepare_cached, script_keys  # noqa: E402
 from recbole_unlearn.errors import UnlearnInputError  # noqa: E402
 from recbole_unlearn.quick_start import run_unlearner  # noqa: E402
 from recbole_unlearn.registry import parse_rows  # noqa: E402
-from recbole_unlearn.report import evaluate_row, forget_user_topk, make_eval_setup  # noqa: E402
+from recbole_unlearn.report import forget_user_topk, make_eval_setup  # noqa: E402
 
 KEYS = {"unlearner": "rowreset", "model": "LightGCN", "seed": "2021", "cases": "ml-100k:private", "grid": "",
         "cache": str(Path(__file__).resolve().parent / ".cache")}
@@ -51,12 +51,6 @@ def parse_grid(text: str) -> list[dict]:
     return [dict(point) for point in itertools.product(*axes)]
 
 
-def measure(model, setup, reference) -> dict:
-    r = evaluate_row(model, setup, reference)
-    return {"mia": r["mia_auc"], "repredict": r["repredict_score"], "rbo": r["rbo"]["rbo@10"],
-            "recall": r["test"]["recall@20"], "f_recall": r["test_forget_users"]["recall@20"]}
-
-
 def run_case(dataset: str, scenario: str, model: str, cls: type, seed: int, grid: list[dict], overrides: dict,
              cache: Path) -> list[dict]:
     """One row per grid point on the case's validation request: its keys, time and scores."""
@@ -68,13 +62,13 @@ def run_case(dataset: str, scenario: str, model: str, cls: type, seed: int, grid
     retrain, _ = cached_retrain(bench, base, exp, seed)
     setup = make_eval_setup(base, exp.remaining, exp.valid, exp.valid_r, exp.request)  # the validation split
     reference = forget_user_topk(retrain, setup)
-    original, gold = measure(exp.original, setup, reference), measure(retrain, setup, reference)
+    original, gold = headline(exp.original, setup, reference), headline(retrain, setup, reference)
     rows = []
     for keys in grid:
         outcome = run_unlearner(exp, cls, bench.config(cls.__name__, seed, **keys))
-        m = measure(outcome.model, setup, reference)
-        removed = (original["mia"] - m["mia"]) / (original["mia"] - gold["mia"])
-        rep, rec = m["repredict"] / gold["repredict"] - 1, m["recall"] / gold["recall"] - 1
+        m = headline(outcome.model, setup, reference)
+        removed = (original["MIA AUC"] - m["MIA AUC"]) / (original["MIA AUC"] - gold["MIA AUC"])
+        rep, rec = m["re-predict"] / gold["re-predict"] - 1, m["Recall@20"] / gold["Recall@20"] - 1
         short = (max(0.0, (MIA_REMOVED - removed) / (1 - MIA_REMOVED)), max(0.0, abs(rep) / REPREDICT_TOL - 1),
                  max(0.0, abs(rec) / RECALL_TOL - 1))
         rows.append({"keys": keys, "time_s": outcome.time_s, "removed": removed, "rep": rep, "rec": rec,
@@ -104,11 +98,11 @@ def main(argv: list[str]) -> int:
     for (dataset, scenario), rows in results.items():
         gold = rows[0]["gold"]
         print(f"\n{dataset} · {keys['model']} · {scenario} · request of seed {keys['seed']} · validation split · "
-              f"Retrain: MIA {gold['mia']:.4f}, re-predict {gold['repredict']:.4f}, Recall@20 {gold['recall']:.4f}\n")
+              f"Retrain: MIA {gold['MIA AUC']:.4f}, re-predict {gold['re-predict']:.4f}, Recall@20 {gold['Recall@20']:.4f}\n")
         print(markdown_table(["keys", "time (s)", "MIA (gap removed)", "re-predict vs Retrain", "RBO@10",
                               "Recall@20 vs Retrain", "F-Recall@20", "shortfall"], [
-            [label(r["keys"]), f"{r['time_s']:.2f}", f"{r['mia']:.4f} ({r['removed']:.0%})", f"{r['rep']:+.1%}",
-             f"{r['rbo']:.3f}", f"{r['recall']:.4f} ({r['rec']:+.1%})", f"{r['f_recall']:.4f}",
+            [label(r["keys"]), f"{r['time_s']:.2f}", f"{r['MIA AUC']:.4f} ({r['removed']:.0%})", f"{r['rep']:+.1%}",
+             f"{r['RBO@10']:.3f}", f"{r['Recall@20']:.4f} ({r['rec']:+.1%})", f"{r['F-Recall@20']:.4f}",
              "met" if r["meets"] else f"{r['shortfall']:.2f}"] for r in rows]))
     summary = []
     for i, point in enumerate(grid):
