@@ -40,9 +40,7 @@ class BlockLosses:
 
     def pairs_of_users(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The D_r pairs (users [k], items [k]) of the distinct ``users``."""
-        member = torch.zeros(self.model.n_users, dtype=torch.bool)
-        member[users] = True
-        return take(member[self.users], self.users, self.items)
+        return pairs_of_users(self.users, self.items, users, self.model.n_users)
 
     def changed(self) -> None:
         """Call after writing into the tables (clears propagated caches)."""
@@ -66,6 +64,15 @@ class BlockLosses:
             return None
         index = rows if kind == "user" else rows + self.model.n_users
         return BPRRowDerivatives(self.model, self.users, self.items, self.negatives, index)
+
+
+def pairs_of_users(users: torch.Tensor, items: torch.Tensor, chosen: torch.Tensor,
+                   n_users: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pairs (users [k], items [k]) among (``users``, ``items``) [m] whose user is one of
+    ``chosen``."""
+    member = torch.zeros(n_users, dtype=torch.bool)
+    member[chosen] = True
+    return take(member[users], users, items)
 
 
 def neighbours(

@@ -29,7 +29,7 @@ from recbole.utils import init_seed
 
 from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.registry import register_unlearner
-from recbole_unlearn.unlearner._alteraser_blocks import neighbours
+from recbole_unlearn.unlearner._alteraser_blocks import neighbours, pairs_of_users
 from recbole_unlearn.unlearner._influence import BPRTriples
 from recbole_unlearn.unlearner.base import Params, Unlearner
 
@@ -64,17 +64,14 @@ class RowReset(Unlearner):
         f_users = torch.as_tensor(task.request.forget_users, dtype=torch.long)
         f_items = torch.unique(torch.as_tensor(task.request.items, dtype=torch.long))
         if p.reset_user_items:  # the forgetting users' remaining items too: they were fitted to those users
-            member = torch.zeros(model.n_users, dtype=torch.bool)
-            member[f_users] = True
-            f_items = torch.unique(torch.cat([f_items, items[member[users]]]))
+            f_items = torch.unique(torch.cat([f_items, pairs_of_users(users, items, f_users, model.n_users)[1]]))
         if p.reset_hops:
             f_users, f_items = neighbours(users, items, f_users, f_items, p.reset_hops)
         rows = torch.cat([f_users, f_items + model.n_users]).to(self.device)  # ego rows: users first
         ego = model.ego_embeddings().detach().clone()
         ego[rows] = self._initial_ego(remaining)[rows]
         model.write_ego(resolve_rows(model, ego, rows, users.to(self.device), items.to(self.device), p.reset_steps,
-                                     p.reset_lr, p.reset_negatives, int(self.config["seed"])))
-        model.clear_cache()
+                                     p.reset_lr, p.reset_negatives, int(self.config["seed"])))  # clears the cache
         self.info.update(rows_reset=int(len(rows)), steps=p.reset_steps)
 
     def _initial_ego(self, remaining) -> torch.Tensor:
@@ -101,19 +98,19 @@ def resolve_rows(model, ego: torch.Tensor, rows: torch.Tensor, users: torch.Tens
     graph = None if graph is None else graph.to_sparse_csr()
     nodes = torch.cat([users.to(ego.device), items.to(ego.device) + n_users])
     on_rows = torch.bincount(nodes, minlength=len(ego)).to(ego.dtype).index_select(0, rows) / m  # [r]
-    theta = ego.index_select(0, rows).clone().requires_grad_(True)
+    theta = ego.index_select(0, rows).clone()  # no autograd: its gradient is set each step
     optimizer = torch.optim.Adam([theta], lr=lr)
     draws = torch.Generator().manual_seed(seed)
     current = ego.clone()
     for _ in range(steps):
         drawn = torch.randint(1, n_items, (m, k), generator=draws).view(-1).to(ego.device)  # pair-major
-        current.index_copy_(0, rows, theta.detach())
+        current.index_copy_(0, rows, theta)
         step = triples.with_negatives(drawn).at(*model.propagate(current, graph))
         g = torch.cat(model.propagate(torch.cat(step.grad()), graph)).index_select(0, rows)
         as_negative = torch.bincount(drawn + n_users, minlength=len(ego)).to(ego.dtype).index_select(0, rows)
-        theta.grad = g.addcmul_((on_rows + as_negative / (m * k)).unsqueeze(1) * model.reg_weight, theta.detach())
+        theta.grad = g.addcmul_((on_rows + as_negative / (m * k)).unsqueeze(1) * model.reg_weight, theta)
         optimizer.step()
-    return current.index_copy_(0, rows, theta.detach())
+    return current.index_copy_(0, rows, theta)
 
 
 __all__ = ["RowReset", "RowResetParams", "resolve_rows"]
