@@ -14,8 +14,9 @@ Tensor = torch.Tensor
 
 
 def conjugate_gradient(
-    hvp: Callable[[Tensor], Tensor], b: Tensor, damping: float, tol: float, max_iter: int
-) -> tuple[Tensor, int]:
+    hvp: Callable[[Tensor], Tensor], b: Tensor, damping: float, tol: float, max_iter: int,
+    with_product: bool = False,
+):
     """Solve (H + damping·I) x = b by conjugate gradient, starting from x = 0.
 
     Args:
@@ -24,17 +25,21 @@ def conjugate_gradient(
         damping: λ ≥ 0 added to H's diagonal (Levenberg–Marquardt damping).
         tol: stop when ‖r‖ ≤ tol·‖b‖ (relative residual).
         max_iter: at most this many Hessian-vector products.
+        with_product: also return (H + damping·I) x, accumulated from the products CG took
+            (Σ αₖ (H+λI) pₖ), so a caller that needs it spends no further product.
 
     Stopping rule: relative residual below ``tol``, or ``max_iter`` products, or a direction
     of non-positive curvature pᵀ(H+λI)p ≤ 0 (H indefinite even after damping): the iterate
     reached so far is returned, as truncated Newton methods do (x = 0 if it happens first).
 
     Returns:
-        (x, iters): the solution, shaped like ``b``, and the number of products used.
+        (x, iters): the solution, shaped like ``b``, and the number of products used;
+        (x, iters, (H+λI) x) with ``with_product``.
     """
     if damping < 0 or tol < 0 or max_iter < 0:
         raise ValueError("damping, tol and max_iter must be non-negative")
     x = torch.zeros_like(b)
+    ax = torch.zeros_like(b) if with_product else None
     r = b.clone()
     p = r.clone()
     rr = torch.sum(r * r)
@@ -48,11 +53,13 @@ def conjugate_gradient(
             break
         alpha = (rr / curvature).item()
         x.add_(p, alpha=alpha)
+        if ax is not None:
+            ax.add_(ap, alpha=alpha)
         r.sub_(ap, alpha=alpha)
         rr_new = torch.sum(r * r)
         p.mul_((rr_new / rr).item()).add_(r)
         rr = rr_new
-    return x, iters
+    return (x, iters, ax) if with_product else (x, iters)
 
 
 def autograd_gradient_and_hvp(losses, theta: torch.Tensor):

@@ -152,7 +152,8 @@ def test_lightgcn_terms_are_the_model_loss():
 
 def test_bpr_triples_closed_forms_match_autograd():
     """BPRTriples' gradient (with and without a mask on the triples) and Hessian-vector
-    products, on both paths (per-triple scatters and pair matrices), equal double backprop of Σ_t w_t·(−log σ(e_uᵀ(e_i − e_j)))."""
+    products, on both paths (per-triple scatters and pair matrices), equal double backprop of Σ_t w_t·(−log σ(e_uᵀ(e_i − e_j))),
+    and its loss is that sum."""
     gen = torch.Generator().manual_seed(3)
     n_u, n_i, d, n = 7, 9, 5, 40
     rng = np.random.default_rng(3)
@@ -177,6 +178,7 @@ def test_bpr_triples_closed_forms_match_autograd():
 
     masked = torch.autograd.grad(masked_loss(*x), x)
     for dense in (False, True):
+        torch.testing.assert_close(triples.loss(user_e, item_e, dense=dense), loss(user_e, item_e))
         triples.at(user_e, item_e, dense=dense)
         for ours, ref in zip(triples.grad(), grads):
             assert torch.allclose(ours, ref, atol=1e-5)
@@ -217,6 +219,10 @@ def test_cg_stopping_rules():
     assert iters == 1 and torch.equal(x, torch.zeros(2, dtype=torch.float64))  # negative curvature
     x, _ = conjugate_gradient(lambda v: -a @ v, b, damping=10.0, tol=1e-12, max_iter=10)
     assert torch.allclose(x, torch.linalg.solve(10 * torch.eye(2, dtype=torch.float64) - a, b))
+    x, _, product = conjugate_gradient(lambda v: -a @ v, b, damping=10.0, tol=1e-12, max_iter=10, with_product=True)
+    assert torch.allclose(product, (10 * torch.eye(2, dtype=torch.float64) - a) @ x)  # from CG's own products
+    x, _, product = conjugate_gradient(lambda v: a @ v, b, damping=0.0, tol=1e-12, max_iter=1, with_product=True)
+    assert torch.allclose(product, a @ x)  # stopped early: still the product at the iterate returned
 
 
 # ---- the influence step on convex blocks ----------------------------------------------------

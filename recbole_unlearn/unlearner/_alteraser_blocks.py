@@ -28,7 +28,9 @@ class BlockLosses:
         if model.negatives_per_pair > 0:
             g = torch.Generator().manual_seed(seed)
             neg = torch.randint(1, model.n_items, (len(items),), generator=g)
-            clash = torch.isin(users * model.n_items + neg, users * model.n_items + items)
+            keys = torch.sort(users * model.n_items + items).values
+            drawn = users * model.n_items + neg
+            clash = keys[torch.searchsorted(keys, drawn).clamp_(max=len(keys) - 1)] == drawn  # a positive
             neg[clash] = torch.randint(1, model.n_items, (int(clash.sum()),), generator=g)
             self.negatives = neg
         self._objective = None

@@ -65,8 +65,9 @@ def hf_newton(loss_fn: LossFn, theta: torch.Tensor, s: HFSettings,
         g, hvp = derivatives(theta)
         if torch.linalg.vector_norm(g) <= s.grad_tol:
             break
-        delta, iters = conjugate_gradient(hvp, -g, mu, s.cg_tol, s.cg_iters)
-        predicted = float(torch.sum(g * delta) + 0.5 * torch.sum(delta * hvp(delta)))
+        delta, iters, damped = conjugate_gradient(hvp, -g, mu, s.cg_tol, s.cg_iters, with_product=True)
+        curvature = torch.sum(delta * damped) - mu * torch.sum(delta * delta)  # δᵀHδ, from CG's own products
+        predicted = float(torch.sum(g * delta) + 0.5 * curvature)
         step, new_loss = 1.0, base
         with torch.no_grad():
             for _ in range(20):  # Armijo backtracking

@@ -188,7 +188,7 @@ class BPRTriples:
         """
         n_i = len(item_e)
         self._buffers = self._at = self._dense = None
-        if dense or (dense is None and len(self.rows) * n_i <= 32 * len(self)):
+        if self._through_scores(n_i, dense):
             pi, pj = self.local_u * n_i + self.i, self.local_u * n_i + self.j
             ue = user_e.index_select(0, self.rows)  # [r, d]
             ds = ue @ item_e.T  # [r, n_i]: scores now, a work buffer of the products later
@@ -202,6 +202,24 @@ class BPRTriples:
         s = torch.sigmoid((eu * diff).sum(-1))
         self._at = (eu, diff, self.w * (s - 1), self.w * s * (1 - s))
         return self
+
+    def _through_scores(self, n_i: int, dense: bool | None = None) -> bool:
+        """Whether to work through the [r, n_i] score matrix: ``dense``, or for None when it
+        has ≤ 32 entries per triple."""
+        return bool(dense) or (dense is None and len(self.rows) * n_i <= 32 * len(self))
+
+    def loss(self, user_e: Tensor, item_e: Tensor, dense: bool | None = None) -> Tensor:
+        """Σ_t w_t (−log σ(u_tᵀ(i_t − j_t))) at output embeddings ([n_users, d], [n_items, d]),
+        a scalar; the margins come from the score matrix as :meth:`at` decides (``dense``)."""
+        n_i = len(item_e)
+        if self._through_scores(n_i, dense):
+            flat = (user_e.index_select(0, self.rows) @ item_e.T).view(-1)
+            base = self.local_u * n_i
+            margin = flat.index_select(0, base + self.i) - flat.index_select(0, base + self.j)
+        else:
+            diff = item_e.index_select(0, self.i) - item_e.index_select(0, self.j)
+            margin = (user_e.index_select(0, self.u) * diff).sum(-1)
+        return (self.w * F.softplus(-margin)).sum()
 
     @staticmethod
     def _pair_matrix(pi: Tensor, pj: Tensor, values: Tensor, n_u: int, n_i: int) -> Tensor:
@@ -305,11 +323,8 @@ class BPRRowDerivatives:
     def loss(self, theta: Tensor) -> Tensor:
         """The objective at θ (the value of ``row_objective``), a scalar."""
         ego = self.model.ego_embeddings().detach().index_copy(0, self.index, theta)
-        user_e, item_e = self.model.propagate(ego, self.graph)
-        t = self.triples
-        diff = item_e.index_select(0, t.i) - item_e.index_select(0, t.j)
-        margin = (user_e.index_select(0, t.u) * diff).sum(-1)
-        return (t.w * F.softplus(-margin)).sum() + 0.5 * (self.reg_all * ego.square().sum(-1)).sum()
+        penalty = 0.5 * (self.reg_all * ego.square().sum(-1)).sum()
+        return self.triples.loss(*self.model.propagate(ego, self.graph)) + penalty
 
     @torch.no_grad()
     def __call__(self, theta: Tensor):
