@@ -20,6 +20,8 @@ from recbole_unlearn.unlearner._subgraph import Subgraph
 Tensor = torch.Tensor
 #: share of the triples touching a block's reach under which BPRRowDerivatives' products run there
 SUBGRAPH_SHARE = 0.9
+#: triples per chunk of :meth:`BPRTriples.gradient` (its work tensors are [CHUNK, d])
+CHUNK = 1 << 16
 
 
 def _counts(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> np.ndarray:
@@ -202,6 +204,23 @@ class BPRTriples:
         s = torch.sigmoid((eu * diff).sum(-1))
         self._at = (eu, diff, self.w * (s - 1), self.w * s * (1 - s))
         return self
+
+    def gradient(self, user_e: Tensor, item_e: Tensor, dense: bool | None = None) -> tuple[Tensor, Tensor]:
+        """The gradient at output embeddings ([n_users, d], [n_items, d]) without fixing the point,
+        for triples used once (e.g. a fresh draw of negatives): through the score matrix as
+        :meth:`at` decides (``dense``), else chunk by chunk of :data:`CHUNK` triples with
+        scatter-adds, so no incidence matrix is built and no [T, d] tensor is held."""
+        if self._through_scores(len(item_e), dense):
+            return self.at(user_e, item_e, dense=True).grad()
+        to_user, to_item = torch.zeros_like(user_e), torch.zeros_like(item_e)
+        for start in range(0, len(self), CHUNK):
+            u, i, j, w = (t[start:start + CHUNK] for t in (self.u, self.i, self.j, self.w))
+            eu = user_e.index_select(0, u)
+            diff = item_e.index_select(0, i).sub_(item_e.index_select(0, j))
+            f1 = w.mul(torch.sigmoid((eu * diff).sum(-1)).sub_(1)).unsqueeze(1)
+            to_user.index_add_(0, u, diff.mul_(f1))
+            to_item.index_add_(0, i, eu.mul_(f1)).index_add_(0, j, eu.neg_())
+        return to_user, to_item
 
     def _through_scores(self, n_i: int, dense: bool | None = None) -> bool:
         """Whether to work through the [r, n_i] score matrix: ``dense``, or for None when it

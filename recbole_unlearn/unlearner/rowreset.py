@@ -105,8 +105,8 @@ def resolve_rows(model, ego: torch.Tensor, rows: torch.Tensor, users: torch.Tens
     for _ in range(steps):
         drawn = torch.randint(1, n_items, (m, k), generator=draws).view(-1).to(ego.device)  # pair-major
         current.index_copy_(0, rows, theta)
-        step = triples.with_negatives(drawn).at(*model.propagate(current, graph))
-        g = torch.cat(model.propagate(torch.cat(step.grad()), graph)).index_select(0, rows)
+        out = triples.with_negatives(drawn).gradient(*model.propagate(current, graph))
+        g = torch.cat(model.propagate(torch.cat(out), graph)).index_select(0, rows)
         as_negative = torch.bincount(drawn + n_users, minlength=len(ego)).to(ego.dtype).index_select(0, rows)
         theta.grad = g.addcmul_((on_rows + as_negative / (m * k)).unsqueeze(1) * model.reg_weight, theta)
         optimizer.step()
