@@ -163,6 +163,18 @@ def test_hf_newton_takes_the_same_steps_with_closed_form_derivatives():
     torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
 
 
+def test_hf_closed_form_off_takes_the_same_erase_pass_by_double_backprop():
+    """hf_closed_form=false (the derivatives by double backpropagation) gives the same Θ_u as
+    the closed forms, within float tolerance, on LightGCN."""
+    exp = tiny_experiment("LightGCN", forget="private")
+    ours, autograd = (run_unlearner(exp, AltEraser, make_config("LightGCN", forget="private", hf_closed_form=flag))
+                      for flag in (True, False))
+    before = exp.original.ego_embeddings().detach()
+    a, b = ours.model.ego_embeddings().detach(), autograd.model.ego_embeddings().detach()
+    assert not torch.allclose(a, before)
+    torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["user", "item"])
 def test_subgraph_hessian_vector_products_equal_the_whole_graphs(kind):
     """LightGCN's block HVPs on the rows' k-hop subgraph (the induced graph and the triples that

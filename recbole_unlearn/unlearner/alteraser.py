@@ -55,6 +55,7 @@ class AltEraserParams(Params):
     hf_cg_iters: int = 50
     hf_cg_tol: float = 1e-4
     hf_damping: float = 1e-3
+    hf_closed_form: bool = True
     adamw_lr: float = 0.01
     adamw_steps: int = 50
 
@@ -169,7 +170,7 @@ class AltEraser(Unlearner):
             loss_fn = losses.block_loss(kind, batch)
             if p.alt_optimizer == "hf_newton":
                 settings = HFSettings(p.hf_max_steps, p.hf_cg_iters, p.hf_cg_tol, p.hf_damping)
-                closed = losses.block_derivatives(kind, batch)  # None: by double backprop
+                closed = losses.block_derivatives(kind, batch) if p.hf_closed_form else None  # None: double backprop
                 theta, _ = hf_newton(loss_fn if closed is None else closed.loss, table.data[batch], settings, closed)
             else:
                 theta, _ = adamw_minimise(loss_fn, table.data[batch], p.adamw_lr, p.adamw_steps)
