@@ -10,7 +10,7 @@ from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.quick_start import run_unlearner
 from recbole_unlearn.unlearner._alteraser_blocks import BlockLosses
 from recbole_unlearn.unlearner._hf_newton import HFSettings, hf_newton
-from recbole_unlearn.unlearner._influence import BPRRowDerivatives
+from recbole_unlearn.unlearner._bpr_rows import BPRRowDerivatives
 from recbole_unlearn.data.remaining import pairs as _pairs
 from recbole_unlearn.unlearner.alteraser import AltEraser
 from recbole_unlearn.unlearner.base import UnlearnTask

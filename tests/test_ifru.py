@@ -13,12 +13,8 @@ from recbole_unlearn.model.lightgcn import LightGCN, normalized_adjacency
 from recbole_unlearn.quick_start import run_unlearner
 from recbole_unlearn.unlearner import get_unlearner
 from recbole_unlearn.numerics import autograd_gradient_and_hvp, conjugate_gradient
-from recbole_unlearn.unlearner._influence import (
-    BPRTriples,
-    importance_scores,
-    keep_by_quantile,
-    spillover_mask,
-)
+from recbole_unlearn.unlearner._bpr_triples import BPRTriples
+from recbole_unlearn.unlearner._influence import importance_scores, keep_by_quantile, spillover_mask
 from recbole_unlearn.unlearner.ifru import _BPRTerms, _ObjectiveTerms, influence_step
 from unlearner_contract import UnlearnerContract
 
@@ -178,7 +174,7 @@ def test_bpr_triples_closed_forms_match_autograd(monkeypatch):
         return (scale * torch.as_tensor(w, dtype=torch.float32) * -torch.nn.functional.logsigmoid(m)).sum()
 
     masked = torch.autograd.grad(masked_loss(*x), x)
-    monkeypatch.setattr("recbole_unlearn.unlearner._influence.CHUNK", 16)  # the chunked gradient: 3 chunks
+    monkeypatch.setattr("recbole_unlearn.unlearner._bpr_triples.CHUNK", 16)  # the chunked gradient: 3 chunks
     for dense in (False, True):
         torch.testing.assert_close(triples.loss(user_e, item_e, dense=dense), loss(user_e, item_e))
         for ours, ref in zip(triples.gradient(user_e, item_e, dense=dense), grads):

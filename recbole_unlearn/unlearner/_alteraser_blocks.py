@@ -14,7 +14,7 @@ import torch
 
 from recbole_unlearn.model.protocol import offers
 from recbole_unlearn.numerics import take
-from recbole_unlearn.unlearner._influence import BPRRowDerivatives
+from recbole_unlearn.unlearner._bpr_rows import BPRRowDerivatives
 
 
 class BlockLosses:

@@ -16,7 +16,7 @@ and one Newton step on L_r is θ_S ← θ_S + (H_Σ + λI)⁻¹ g, H_Σ = ∇²_
 Hessian of the mean over the n = |D_r| terms): the paper's θ_S ← θ_S + (1/n)·H⁻¹g, damped by λ
 (``ifru_damping``, on the summed-loss scale) and scaled by ``ifru_scale`` (1 = Newton step).
 S = the embedding rows kept by importance pruning; every other parameter stays at Θ_a.  The
-system is solved by conjugate gradient (``_influence.conjugate_gradient``) on exact
+system is solved by conjugate gradient (``numerics.conjugate_gradient``) on exact
 Hessian-vector products.  λ and the CG tolerance default per model (the model's
 ``influence_damping`` and ``influence_cg_tol``: LightGCN 3 and 0.1, ENMF 10 and 0.01), chosen on
 ml-100k's validation split (NDCG@20 of all and of the forgetting
@@ -31,7 +31,7 @@ of a (user, positive, negative) triple through the propagation.
 Negatives are drawn once, uniformly among the user's non-D_a items, seeded by ``ifru_seed``:
 ``ifru_negatives`` per forgotten edge, one per D_r edge (D_ch edges reuse theirs, so
 ℓ(G) − ℓ(G') compares the same triple).  H_Σ v = M'[H_out (M' v)] + reg, M' the propagation on
-G', H_out in closed form (``_influence.BPRTriples``; equal to double backprop, see the tests).
+G', H_out in closed form (``_bpr_triples.BPRTriples``; equal to double backprop, see the tests).
 Any other model: the model's ``objective_fn`` on D_r and its ``pair_terms`` on D_f, products
 by double backprop.  For ENMF (non-sampling loss, dropout in expectation, h fixed) forgetting
 (u, i) moves it from the positive to the unobserved part of u's loss and the all-items term does
@@ -53,14 +53,9 @@ from recbole_unlearn.data.remaining import dataset_keys, pairs
 from recbole_unlearn.model.protocol import require
 from recbole_unlearn.numerics import autograd_gradient_and_hvp, conjugate_gradient
 from recbole_unlearn.registry import register_unlearner
-from recbole_unlearn.unlearner._influence import (
-    BPRTriples,
-    importance_scores,
-    keep_by_quantile,
-    node_counts,
-    sample_negatives,
-    spillover_mask,
-)
+from recbole_unlearn.unlearner._bpr_rows import node_counts
+from recbole_unlearn.unlearner._bpr_triples import BPRTriples
+from recbole_unlearn.unlearner._influence import importance_scores, keep_by_quantile, sample_negatives, spillover_mask
 from recbole_unlearn.unlearner.base import Params, Unlearner
 
 

@@ -30,7 +30,7 @@ from recbole.utils import init_seed
 from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._alteraser_blocks import neighbours, pairs_of_users
-from recbole_unlearn.unlearner._influence import BPRTriples
+from recbole_unlearn.unlearner._bpr_triples import BPRTriples
 from recbole_unlearn.unlearner.base import Params, Unlearner
 
 
