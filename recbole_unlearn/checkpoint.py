@@ -189,6 +189,17 @@ def load_checkpoint(path: str | Path, allow_pickle: bool = False) -> tuple[dict,
     return state, meta
 
 
+def checkpoint_names(path: str | Path) -> tuple[str | None, str | None]:
+    """(model, dataset) named by the safe checkpoint at ``path``, each None where it names none
+    or cannot be read (the run that reads it then says why)."""
+    try:
+        _, meta = load_checkpoint(path)
+    except UnlearnInputError:
+        return None, None
+    names = (meta.get("model"), meta.get("dataset"))
+    return tuple(n if isinstance(n, str) else None for n in names)
+
+
 def remap_rows(state: dict, old_codes: dict, new_codes: dict, fresh: dict) -> dict:
     """``state`` with its user- and item-indexed rows moved to a dataset whose internal ids
     were renumbered (matched by salted token code; ``{"user": [n], "item": [n]}`` int64).

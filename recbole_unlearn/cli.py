@@ -49,8 +49,9 @@ def _help(argv: list[str], prog: str) -> str:
 
 
 def main(argv: list[str] | None = None, prog: str = "python run_unlearn.py") -> int:
-    """Run :func:`run_unlearn` with ``--model``, ``--dataset``, ``--config_files`` and every
-    other ``--key=value`` as a config key; or ``--help``, ``--verify_audit=PATH``,
+    """Run :func:`run_unlearn` with ``--model``, ``--dataset`` (by default those a
+    ``--checkpoint`` names, else ENMF and ml-100k), ``--config_files`` and every other
+    ``--key=value`` as a config key; or ``--help``, ``--verify_audit=PATH``,
     ``--convert_checkpoint=PATH --out=PATH``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("-h", "--help") for a in argv):
@@ -92,6 +93,11 @@ def main(argv: list[str] | None = None, prog: str = "python run_unlearn.py") -> 
                 raise UnlearnInputError("out is only read with --convert_checkpoint=PATH")
             from recbole_unlearn import run_unlearn
 
+            if opts.get("checkpoint") and (model is None or dataset is None):  # a chain: its checkpoint's names
+                from recbole_unlearn.checkpoint import checkpoint_names
+
+                named = checkpoint_names(opts["checkpoint"])
+                model, dataset = model or named[0], dataset or named[1]
             run_unlearn(model=model or "ENMF", dataset=dataset or "ml-100k", config_file_list=files,
                         config_dict=opts)
     except UnlearnInputError as e:

@@ -15,6 +15,7 @@ USAGE = """usage: {prog} [--model=ENMF] [--dataset=ml-100k] [--unlearner=NAME] [
 
 Makes a trained RecBole model forget training interactions and reports how well it forgot.
 Every option is RecBole's --key=value; any RecBole key works too (--epochs=50, ...).
+With --checkpoint=PATH, --model and --dataset default to those the checkpoint names.
 Exit codes: 0 done, 2 bad input (one error: line, nothing written), 130 interrupted,
 1 a broken audit log or a bug."""
 

@@ -123,6 +123,23 @@ def test_bad_input_is_one_line_and_writes_nothing(good_run, tmp_path, args, file
     assert not (tmp_path / "results.json").exists() and not (tmp_path / "saved").exists()
 
 
+def test_a_chained_request_runs_the_model_and_dataset_its_checkpoint_names(tmp_path):
+    """``--checkpoint`` without ``--model`` or ``--dataset``: the checkpoint's (LightGCN on the
+    tiny data), so LightGCN's default unlearner runs and the ledger goes on."""
+    keys = tiny_config_dict("LightGCN", epochs=2, checkpoint_dir=tmp_path / "ck", forget_users=3)
+    args = [f"--{k}={v}" for k, v in keys.items()]
+    run = lambda *extra: subprocess.run([sys.executable, str(SCRIPT), *args, *extra], cwd=tmp_path,  # noqa: E731
+                                        capture_output=True, text=True, timeout=300)
+    first = run("--dataset=tiny", "--model=LightGCN", "--results=one.json")
+    assert first.returncode == 0, first.stderr
+    one = json.loads((tmp_path / "one.json").read_text())
+    second = run(f"--checkpoint={tmp_path / one['checkpoint']}", "--results=two.json")
+    assert second.returncode == 0, second.stderr
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert (one["unlearner"], two["model"], two["dataset"], two["unlearner"]) == ("RowReset", "LightGCN", "tiny", "RowReset")
+    assert (one["ledger_requests"], two["ledger_requests"]) == (1, 2)
+
+
 def test_option_parsing():
     assert parse_options(["--a=1", "--path=x=y.forget", "--a=1", "--empty="]) == {
         "a": "1", "path": "x=y.forget", "empty": ""}
