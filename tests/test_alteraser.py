@@ -176,6 +176,28 @@ def test_hf_closed_form_off_takes_the_same_erase_pass_by_double_backprop():
 
 
 @pytest.mark.parametrize("kind", ["user", "item"])
+def test_block_products_through_dense_columns_equal_the_propagations(monkeypatch, kind):
+    """A small block's products through M[:, rows] equal those through the sparse propagation."""
+    exp = tiny_experiment("LightGCN", forget="private")
+    model = exp.original
+    users, items = _pairs(exp.remaining)
+    model.set_train_data(exp.remaining)
+    losses = BlockLosses(model, users, items, seed=7)
+    rows = torch.unique(torch.as_tensor(exp.request.users if kind == "user" else exp.request.items))
+    index = rows if kind == "user" else rows + model.n_users
+    dense = BPRRowDerivatives(model, users, items, losses.negatives, index, subgraph=False)
+    monkeypatch.setattr("recbole_unlearn.unlearner._bpr_rows.COLUMNS_MAX", 0)
+    sparse = BPRRowDerivatives(model, users, items, losses.negatives, index, subgraph=False)
+    assert dense.columns is not None and sparse.columns is None
+    theta = losses.table(kind).data[rows] + 0.01 * torch.randn(len(rows), model.user_embedding.weight.shape[1])
+    (g1, hvp1), (g2, hvp2) = dense(theta), sparse(theta)
+    torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-7)
+    for _ in range(3):
+        v = torch.randn_like(theta)
+        torch.testing.assert_close(hvp1(v), hvp2(v), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["user", "item"])
 def test_subgraph_hessian_vector_products_equal_the_whole_graphs(kind):
     """LightGCN's block HVPs on the rows' k-hop subgraph (the induced graph and the triples that
     touch it) equal those over the whole graph, and the subgraph is smaller than the graph."""

@@ -16,6 +16,9 @@ from recbole_unlearn.unlearner._subgraph import Subgraph
 Tensor = torch.Tensor
 #: share of the triples touching a block's reach under which BPRRowDerivatives' products run there
 SUBGRAPH_SHARE = 0.9
+#: rows of θ up to which its propagation runs through the dense columns M[:, rows] (a [n, m] by
+#: [m, d] product costs less than a sparse propagation while m is about 2d or under)
+COLUMNS_MAX = 128
 
 
 def node_counts(n_users: int, n_items: int, users: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> Tensor:
@@ -39,7 +42,9 @@ class BPRRowDerivatives:
     run on the rows' reach (:class:`~recbole_unlearn.unlearner._subgraph.Subgraph`: the
     induced subgraph and the triples that touch it), the same products at a fraction of the
     cost where the reach is small; ``subgraph`` None takes it when under ``SUBGRAPH_SHARE`` of
-    the triples touch it, True / False always / never.
+    the triples touch it, True / False always / never.  Otherwise a block of at most
+    ``COLUMNS_MAX`` rows propagates through the dense columns M[:, rows] [n, m] (found by
+    propagating the rows' indicator once): M v = M[:, rows] v and (M g)_rows = M[:, rows]ᵀ g.
     """
 
     def __init__(self, model, users: Tensor, items: Tensor, negatives: Tensor, index: Tensor,
@@ -61,11 +66,19 @@ class BPRRowDerivatives:
                 self.sub = sub
                 weight = np.full(int(touch.sum()), 1.0 / max(count, 1))
                 self.sub_triples = BPRTriples(u[touch], i[touch], j[touch], weight, n_users, n_items)
+        self.columns = None
+        if self.graph is not None and self.sub is None and len(self.index) <= COLUMNS_MAX:
+            like = model.ego_embeddings().detach()
+            eye = like.new_zeros(len(like), len(self.index))
+            eye[self.index, torch.arange(len(self.index), device=like.device)] = 1.0
+            self.columns = torch.cat(model.propagate(eye, self.graph))  # M[:, index], [n, m]
 
     def _back(self, grads: tuple[Tensor, Tensor]) -> Tensor:
         """Mᵀ (= M) of output-space vectors, restricted to the rows of θ, [m, d]."""
         if self.sub is not None:
             return self.sub.propagate(torch.cat(grads).index_select(0, self.sub.nodes)).index_select(0, self.sub.local)
+        if self.columns is not None:
+            return self.columns.T @ torch.cat(grads)
         user_e, item_e = self.model.propagate(torch.cat(grads), self.graph)
         return torch.cat([user_e, item_e]).index_select(0, self.index)
 
@@ -87,7 +100,10 @@ class BPRRowDerivatives:
         n_users = self.model.n_users
 
         def hvp(v: Tensor) -> Tensor:
-            if self.sub is None:
+            if self.columns is not None:
+                out = self.columns @ v
+                w = out[:n_users], out[n_users:]
+            elif self.sub is None:
                 w = self.model.propagate(full.index_copy_(0, self.index, v), self.graph)
             else:  # M v on the reach, placed in the whole graph's rows for the triples
                 local = v.new_zeros(self.sub.size, v.shape[1]).index_copy_(0, self.sub.local, v)
