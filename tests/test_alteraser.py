@@ -175,6 +175,16 @@ def test_hf_closed_form_off_takes_the_same_erase_pass_by_double_backprop():
     torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
 
 
+def _assert_same_derivatives(reference, other, losses, kind: str, rows) -> None:
+    """Two BPRRowDerivatives of the same block give the same gradient and Hessian-vector products."""
+    theta = losses.table(kind).data[rows] + 0.01 * torch.randn(len(rows), losses.table(kind).shape[1])
+    (g1, hvp1), (g2, hvp2) = reference(theta), other(theta)
+    torch.testing.assert_close(g2, g1, rtol=1e-5, atol=1e-7)
+    for _ in range(3):
+        v = torch.randn_like(theta)
+        torch.testing.assert_close(hvp2(v), hvp1(v), rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("kind", ["user", "item"])
 def test_block_products_through_dense_columns_equal_the_propagations(monkeypatch, kind):
     """A small block's products through M[:, rows] equal those through the sparse propagation."""
@@ -189,12 +199,7 @@ def test_block_products_through_dense_columns_equal_the_propagations(monkeypatch
     monkeypatch.setattr("recbole_unlearn.unlearner._bpr_rows.COLUMNS_MAX", 0)
     sparse = BPRRowDerivatives(model, users, items, losses.negatives, index, subgraph=False)
     assert dense.columns is not None and sparse.columns is None
-    theta = losses.table(kind).data[rows] + 0.01 * torch.randn(len(rows), model.user_embedding.weight.shape[1])
-    (g1, hvp1), (g2, hvp2) = dense(theta), sparse(theta)
-    torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-7)
-    for _ in range(3):
-        v = torch.randn_like(theta)
-        torch.testing.assert_close(hvp1(v), hvp2(v), rtol=1e-5, atol=1e-7)
+    _assert_same_derivatives(sparse, dense, losses, kind, rows)
 
 
 @pytest.mark.parametrize("kind", ["user", "item"])
@@ -214,9 +219,4 @@ def test_subgraph_hessian_vector_products_equal_the_whole_graphs(kind):
     sub = BPRRowDerivatives(model, users, items, losses.negatives, index, subgraph=True)
     assert sub.sub is not None and whole.sub is None
     assert sub.sub.size < model.n_users + model.n_items and len(sub.sub_triples) < len(whole.triples)
-    theta = losses.table(kind).data[rows] + 0.01 * torch.randn(len(rows), model.user_embedding.weight.shape[1])
-    (g1, hvp1), (g2, hvp2) = whole(theta), sub(theta)
-    torch.testing.assert_close(g2, g1, rtol=1e-5, atol=1e-7)
-    for _ in range(3):
-        v = torch.randn_like(theta)
-        torch.testing.assert_close(hvp2(v), hvp1(v), rtol=1e-5, atol=1e-7)
+    _assert_same_derivatives(whole, sub, losses, kind, rows)
