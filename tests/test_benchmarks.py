@@ -436,3 +436,18 @@ def test_validate_keys_reads_its_grid_and_arguments():
     assert keys == {"seed": "7"} and overrides == {"epochs": "3"}
     with pytest.raises(UnlearnInputError, match="--key=value"):
         script_keys(["seed"], {"seed": "2021"})
+
+
+def test_validate_keys_refuses_a_bad_seed_list_before_any_training(monkeypatch, capsys):
+    """``--seed=2021,2023`` is a list of validation requests; anything else but whole numbers
+    is one ``error:`` line and exit 2, before a model is trained."""
+    from benchmarks import validate_keys
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(sys, "argv", ["validate_keys.py"])
+    monkeypatch.setattr(validate_keys, "run_case", lambda *a: pytest.fail("trained before checking --seed"))
+    try:
+        assert validate_keys.main(["--seed=2021,x", "--grid=reset_steps=5"]) == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert capsys.readouterr().err.strip() == "error: seed must be whole numbers separated by commas, not '2021,x'"
