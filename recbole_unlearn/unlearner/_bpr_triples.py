@@ -46,7 +46,7 @@ class BPRTriples:
         self.u, self.i, self.j = (torch.as_tensor(a, dtype=torch.long) for a in (users, pos, neg))
         self.w = torch.as_tensor(weight, dtype=torch.float32)
         self.rows, self.local_u = torch.unique(self.u, return_inverse=True)  # the users with triples
-        self._coo = (np.asarray(users), np.asarray(pos), np.asarray(neg), n_users, n_items)
+        self._coo = (np.asarray(users), np.asarray(pos), n_users, n_items)  # the negatives: from self.j
         self._scatters: tuple[Tensor, Tensor] | None = None
         self._at: tuple | None = None
         self._buffers: tuple | None = None
@@ -59,8 +59,6 @@ class BPRTriples:
         the users' index is shared, the incidence matrices are rebuilt on first use."""
         other = copy.copy(self)
         other.j = torch.as_tensor(neg, dtype=torch.long)
-        users, pos, _, n_users, n_items = self._coo
-        other._coo = (users, pos, other.j.cpu().numpy(), n_users, n_items)
         other._scatters = other._at = other._buffers = None
         return other.to(self.u.device)
 
@@ -75,7 +73,8 @@ class BPRTriples:
     def scatters(self) -> tuple[Tensor, Tensor]:
         """(users [n_users, T] one-hot, items [n_items, T] ±1) incidence matrices, CSR."""
         if self._scatters is None:
-            users, pos, neg, n_users, n_items = self._coo
+            users, pos, n_users, n_items = self._coo
+            neg = self.j.cpu().numpy()
             t = np.arange(len(users))
             self._scatters = (_csr(users, t, np.ones(len(t)), n_users, len(t)).to(self.u.device),
                               _csr(np.concatenate([pos, neg]), np.concatenate([t, t]),
