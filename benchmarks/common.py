@@ -299,16 +299,17 @@ def load_model(path: Path, config, dataset) -> tuple[torch.nn.Module | None, dic
     return model.eval(), meta
 
 
-def cached_retrain(bench: Bench, config: Config, exp: Experiment, seed: int) -> tuple[torch.nn.Module, float | None]:
-    """Retrain of ``exp``'s request and its time: from the cache the tables suite writes, else
-    run now and cached there."""
+def cached_retrain(bench: Bench, config: Config, exp: Experiment, seed: int,
+                   run_config: Config | None = None) -> tuple[torch.nn.Module, dict]:
+    """Retrain of ``exp``'s request and its metadata (``time_s``, ``info``): from the cache the
+    tables suite writes, else run now (with ``run_config``, default ``config``) and cached there."""
     path = bench.cache_path(seed, "Retrain")
     retrain, meta = load_model(path, config, exp.remaining)
-    if retrain is not None:
-        return retrain, meta.get("time_s")
-    outcome = run_unlearner(exp, Retrain, config)
-    save_model(path, outcome.model, config, exp.remaining, role="retrain", time_s=outcome.time_s, info=outcome.info)
-    return outcome.model, outcome.time_s
+    if retrain is None:
+        outcome = run_unlearner(exp, Retrain, run_config or config)
+        retrain, meta = outcome.model, {"time_s": outcome.time_s, "info": outcome.info}
+        save_model(path, retrain, config, exp.remaining, role="retrain", **meta)
+    return retrain, meta
 
 
 def headline(model, setup, reference) -> dict:

@@ -65,7 +65,8 @@ def main(argv: list[str]) -> int:
     except (UnlearnInputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    retrain, retrain_time = cached_retrain(bench, base, exp, seed)
+    retrain, retrain_meta = cached_retrain(bench, base, exp, seed)
+    retrain_time = retrain_meta.get("time_s")
     setup = make_eval_setup(base, exp.remaining, exp.valid, exp.test_r, exp.request)
     reference = forget_user_topk(retrain, setup)
 

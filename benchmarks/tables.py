@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 
 from benchmarks.common import (
-    Bench, Variant, aggregate, errors_text, finished, flatten, fmt, load_model, machine, markdown_table, now,
+    Bench, Variant, aggregate, cached_retrain, errors_text, finished, flatten, fmt, machine, markdown_table, now,
     prepare_cached,
-    progress, read_json, run_records, save_model, write_error,
+    progress, read_json, run_records, write_error,
 )
 from recbole_unlearn.checkpoint import write_json
 from recbole_unlearn.config import config_with
@@ -76,12 +76,8 @@ def _run_seed(bench: Bench, seed: int, variants: list[Variant], todo: list[str],
     plan += [(v.name, v.cls, v.config(bench, seed)) for v in extra_rows(variants)]
 
     # Retrain first: its top-k lists are every row's RBO reference.
-    retrain, meta = load_model(bench.cache_path(seed, "Retrain"), base, exp.remaining)
-    if retrain is None:
-        bar.set_postfix_str(f"seed {seed}: Retrain")
-        outcome = run_unlearner(exp, Retrain, plan[0][2])
-        retrain, meta = outcome.model, {"time_s": outcome.time_s, "info": outcome.info}
-        save_model(bench.cache_path(seed, "Retrain"), retrain, base, exp.remaining, role="retrain", **meta)
+    bar.set_postfix_str(f"seed {seed}: Retrain")
+    retrain, meta = cached_retrain(bench, base, exp, seed, run_config=plan[0][2])
     reference = forget_user_topk(retrain, setup) if len(setup.forget_users) else None
 
     for name in [n for n in ["Original"] + [p[0] for p in plan] if n in todo]:
