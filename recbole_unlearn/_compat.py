@@ -20,6 +20,16 @@ if not hasattr(np, "float_"):  # numpy >= 2.0
     np.float_ = np.float64  # type: ignore[attr-defined]
 
 
+def prepare_trainer_dir(config) -> None:
+    """Create ``config["checkpoint_dir"]`` before a RecBole ``Trainer`` is built.
+
+    RecBole 1.2.1's ``Trainer.__init__`` creates it with ``utils.ensure_dir``: a check, then
+    ``os.makedirs``.  The processes of a group that start together race between the two, and
+    the one that loses fails with FileExistsError.  ``exist_ok`` makes the creation idempotent.
+    """
+    os.makedirs(config["checkpoint_dir"], exist_ok=True)
+
+
 def load_stock_recbole_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """Load a checkpoint written by RecBole's own ``Trainer._save_checkpoint``.
 

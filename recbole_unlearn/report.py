@@ -16,6 +16,7 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 
+from recbole_unlearn._compat import prepare_trainer_dir
 from recbole_unlearn.data.remaining import pairs, select_rows
 from recbole_unlearn.evaluator import mean_rbo, repredict_score
 from recbole_unlearn.evaluator.mia import MembershipPairs, membership_attack_auc, request_membership_pairs
@@ -92,6 +93,7 @@ def forget_user_topk(model, setup: EvalSetup, k: int = max(RBO_KS)) -> torch.Ten
 def evaluate_row(model, setup: EvalSetup, reference_topk: torch.Tensor | None = None) -> dict:
     """Accuracy, re-predict score and (with a reference) RBO of one model."""
     model.eval()
+    prepare_trainer_dir(setup.config)
     trainer = Trainer(setup.config, model)
     out = {"test": _plain(trainer.evaluate(setup.test, load_best_model=False))}
     if setup.test_forget is not None:

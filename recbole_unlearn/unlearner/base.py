@@ -13,7 +13,7 @@ import torch
 from recbole.trainer import Trainer
 
 from recbole_unlearn import distributed
-from recbole_unlearn._compat import data_parallel_model
+from recbole_unlearn._compat import data_parallel_model, prepare_trainer_dir
 from recbole_unlearn.config import config_with, plugin_specs
 from recbole_unlearn.data.forget import ForgetRequest
 from recbole_unlearn.data.remaining import remaining_dataset, train_loader
@@ -97,6 +97,7 @@ class BestStateTrainer(Trainer):
     file: ``fit_on`` trains with RecBole's own loop and ends on the best validation epoch."""
 
     def __init__(self, config, model: torch.nn.Module):
+        prepare_trainer_dir(config)
         super().__init__(config, model)
         self._best_state: dict | None = None
         self.info: dict = {}
