@@ -438,6 +438,17 @@ def test_validate_keys_reads_its_grid_and_arguments():
         script_keys(["seed"], {"seed": "2021"})
 
 
+def test_validate_keys_shortfalls_are_misses_in_units_of_each_tolerance():
+    """0 where a target is met; else how far it misses over its tolerance: 85% of the MIA gap
+    is half of the 10-point margin, re-predict off by 30% one 15% tolerance over, Recall off
+    by 6% one 3% tolerance over, a 50× speed-up half the 100×."""
+    from benchmarks.validate_keys import shortfalls
+
+    assert shortfalls(0.95, -0.10, 0.02, 300.0) == (0.0, 0.0, 0.0, 0.0)
+    assert shortfalls(0.85, 0.30, -0.06, 50.0) == pytest.approx((0.5, 1.0, 1.0, 1.0))
+    assert shortfalls(0.90, 0.15, 0.03, 100.0) == pytest.approx((0.0, 0.0, 0.0, 0.0), abs=1e-12)
+
+
 def test_validate_keys_refuses_a_bad_seed_list_before_any_training(monkeypatch, capsys):
     """``--seed=2021,2023`` is a list of validation requests; anything else but whole numbers
     is one ``error:`` line and exit 2, before a model is trained."""

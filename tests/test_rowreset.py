@@ -25,10 +25,10 @@ def _run(exp, **keys):
 
 @pytest.mark.parametrize("user_items", [False, True])
 def test_only_the_request_rows_move(user_items):
-    """Every ego row outside the forgetting users and the request's items (with
-    ``reset_user_items`` also the forgetting users' remaining items) keeps Θ_a's value."""
+    """Without ``reset_all_items``, every ego row outside the forgetting users and the request's
+    items (with ``reset_user_items`` also the forgetting users' remaining items) keeps Θ_a's value."""
     exp = tiny_experiment("LightGCN", forget="private")
-    out = _run(exp, reset_user_items=user_items)
+    out = _run(exp, reset_user_items=user_items, reset_all_items=False)
     n_users = exp.original.n_users
     touched = torch.zeros(n_users + exp.original.n_items, dtype=torch.bool)
     touched[torch.as_tensor(exp.request.forget_users)] = True
@@ -42,6 +42,35 @@ def test_only_the_request_rows_move(user_items):
     assert torch.equal(before[~touched], after[~touched])
     assert not torch.allclose(before[touched], after[touched])
     assert out.info["rows_reset"] == int(touched.sum())
+
+
+def test_all_items_reset_leaves_only_the_other_users_rows():
+    """With ``reset_all_items`` (the default) every item row moves, and of the users only the
+    forgetting ones; the padding rows keep Θ_a's value."""
+    exp = tiny_experiment("LightGCN", forget="private")
+    out = _run(exp)
+    n_users, n_items = exp.original.n_users, exp.original.n_items
+    moved = torch.zeros(n_users + n_items, dtype=torch.bool)
+    moved[torch.as_tensor(exp.request.forget_users)] = True
+    moved[n_users + 1:] = True
+    before, after = exp.original.ego_embeddings().detach(), out.model.ego_embeddings().detach()
+    assert torch.equal(before[~moved], after[~moved])
+    assert bool((before[moved] != after[moved]).any(dim=1).all())  # every reset row changed
+    assert out.info["rows_reset"] == int(moved.sum())
+
+
+def test_user_steps_move_only_the_forgetting_users():
+    """``reset_user_steps`` adds steps on the forgetting users' rows alone: the item rows are
+    those of the joint re-solve without them, the users' rows move on."""
+    exp = tiny_experiment("LightGCN", forget="private")
+    joint, more = _run(exp, reset_user_steps=0), _run(exp, reset_user_steps=3)
+    users = torch.as_tensor(exp.request.forget_users)
+    a, b = joint.model.ego_embeddings().detach(), more.model.ego_embeddings().detach()
+    changed = (a != b).any(dim=1)
+    assert bool(changed[users].all())
+    changed[users] = False
+    assert not bool(changed.any())
+    assert more.info["steps"] == joint.info["steps"] + 3
 
 
 def _autograd_resolve(model, ego, rows, users, items, steps, lr, k, seed):
