@@ -112,12 +112,13 @@ def main(argv: list[str]) -> int:
     for (dataset, scenario, seed), rows in results.items():
         gold = rows[0]["gold"]
         print(f"\n{dataset} · {keys['model']} · {scenario} · request of seed {seed} · validation split · "
-              f"Retrain: MIA {gold['MIA AUC']:.4f}, re-predict {gold['re-predict']:.4f}, Recall@20 {gold['Recall@20']:.4f}, "
-              f"{rows[0]['time_s'] * rows[0]['speedup']:.1f} s\n")
+              f"Retrain: MIA {gold['MIA AUC']:.4f}, re-predict {gold['re-predict']:.4f}, "
+              f"Recall@20 {gold['Recall@20']:.4f}, {rows[0]['time_s'] * rows[0]['speedup']:.1f} s\n")
         print(markdown_table(["keys", "time (s)", "speed-up", "MIA (gap removed)", "re-predict vs Retrain", "RBO@10",
                               "Recall@20 vs Retrain", "F-Recall@20", "shortfall"], [
-            [label(r["keys"]), f"{r['time_s']:.2f}", f"{r['speedup']:.0f}×", f"{r['MIA AUC']:.4f} ({r['removed']:.0%})", f"{r['rep']:+.1%}",
-             f"{r['RBO@10']:.3f}", f"{r['Recall@20']:.4f} ({r['rec']:+.1%})", f"{r['F-Recall@20']:.4f}",
+            [label(r["keys"]), f"{r['time_s']:.2f}", f"{r['speedup']:.0f}×",
+             f"{r['MIA AUC']:.4f} ({r['removed']:.0%})", f"{r['rep']:+.1%}", f"{r['RBO@10']:.3f}",
+             f"{r['Recall@20']:.4f} ({r['rec']:+.1%})", f"{r['F-Recall@20']:.4f}",
              "met" if r["meets"] else f"{r['shortfall']:.2f}"] for r in rows]))
     summary = []
     for i, point in enumerate(grid):
