@@ -11,6 +11,7 @@ from conftest import make_config, tiny_experiment
 from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.quick_start import run_unlearner
 from recbole_unlearn.unlearner.retrain import Retrain
+from recbole_unlearn.unlearner._bpr_sampled import SampledBPR
 from recbole_unlearn.unlearner.rowreset import RowReset, resolve_rows
 from unlearner_contract import UnlearnerContract, forgotten_probs
 
@@ -93,6 +94,28 @@ def _autograd_resolve(model, ego, rows, users, items, steps, lr, k, seed):
         loss.backward()
         optimizer.step()
     return ego.index_put((rows,), theta.detach())
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_sampled_bpr_gradient_equals_backpropagation(dense, monkeypatch):
+    """SampledBPR's gradient, through the score matrix or per triple in chunks, is the gradient
+    of (1/mk) Σ −log σ(e_uᵀ(e_i − e_j)) over the pairs and the drawn negatives (pair-major),
+    and a second draw reuses the score buffer without carrying the first one over."""
+    monkeypatch.setattr("recbole_unlearn.unlearner._bpr_sampled.CHUNK", 16)  # per triple: 4 chunks
+    gen = torch.Generator().manual_seed(5)
+    n_u, n_i, d, m, k = 6, 9, 4, 15, 4
+    users, items = torch.randint(1, n_u, (m,), generator=gen), torch.randint(1, n_i, (m,), generator=gen)
+    user_e, item_e = torch.randn(n_u, d, generator=gen), torch.randn(n_i, d, generator=gen)
+    objective = SampledBPR(users, items, k, n_u, n_i, dense=dense)
+    assert objective.dense is dense and len(objective) == m * k
+    for _ in range(2):
+        drawn = torch.randint(1, n_i, (m * k,), generator=gen)
+        x = (user_e.clone().requires_grad_(True), item_e.clone().requires_grad_(True))
+        u = x[0][users].repeat_interleave(k, 0)
+        margin = (u * (x[1][items].repeat_interleave(k, 0) - x[1][drawn])).sum(-1)
+        reference = torch.autograd.grad(-F.logsigmoid(margin).mean(), x)
+        for ours, ref in zip(objective.gradient(user_e, item_e, drawn), reference):
+            torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("model", ["LightGCN", "BPR"])

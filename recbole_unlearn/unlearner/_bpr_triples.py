@@ -1,7 +1,8 @@
 """Fixed weighted BPR triples on a model's output embeddings: the loss, its gradient and exact
-Hessian-vector products in closed form (:class:`BPRTriples`).  IFRU, RowReset and AltEraser's
+Hessian-vector products in closed form (:class:`BPRTriples`).  IFRU and AltEraser's
 ``hf_newton`` take their derivatives here (through :class:`~recbole_unlearn.unlearner._bpr_rows.
-BPRRowDerivatives` for ego rows) instead of by double backpropagation.
+BPRRowDerivatives` for ego rows) instead of by double backpropagation; RowReset's objective,
+with fresh negatives at every step, is :class:`~recbole_unlearn.unlearner._bpr_sampled.SampledBPR`.
 """
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ import torch
 import torch.nn.functional as F
 
 Tensor = torch.Tensor
-#: triples per chunk of :meth:`BPRTriples.gradient` (its work tensors are [CHUNK, d])
-CHUNK = 1 << 16
 
 
 def _csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int, n_cols: int) -> Tensor:
@@ -53,14 +52,6 @@ class BPRTriples:
 
     def __len__(self) -> int:
         return len(self.u)
-
-    def with_negatives(self, neg: Tensor) -> "BPRTriples":
-        """The same users, positives and weights with the negatives ``neg`` [T] (a fresh draw):
-        the users' index is shared, the incidence matrices are rebuilt on first use."""
-        other = copy.copy(self)
-        other.j = torch.as_tensor(neg, dtype=torch.long)
-        other._scatters = other._at = other._buffers = None
-        return other.to(self.u.device)
 
     def to(self, device) -> "BPRTriples":
         """The triples with their index and weight tensors on ``device`` (the embeddings')."""
@@ -104,23 +95,6 @@ class BPRTriples:
         s = torch.sigmoid((eu * diff).sum(-1))
         self._at = (eu, diff, self.w * (s - 1), self.w * s * (1 - s))
         return self
-
-    def gradient(self, user_e: Tensor, item_e: Tensor, dense: bool | None = None) -> tuple[Tensor, Tensor]:
-        """The gradient at output embeddings ([n_users, d], [n_items, d]) without fixing the point,
-        for triples used once (e.g. a fresh draw of negatives): through the score matrix as
-        :meth:`at` decides (``dense``), else chunk by chunk of :data:`CHUNK` triples with
-        scatter-adds, so no incidence matrix is built and no [T, d] tensor is held."""
-        if self._through_scores(len(item_e), dense):
-            return self.at(user_e, item_e, dense=True).grad()
-        to_user, to_item = torch.zeros_like(user_e), torch.zeros_like(item_e)
-        for start in range(0, len(self), CHUNK):
-            u, i, j, w = (t[start:start + CHUNK] for t in (self.u, self.i, self.j, self.w))
-            eu = user_e.index_select(0, u)
-            diff = item_e.index_select(0, i).sub_(item_e.index_select(0, j))
-            f1 = w.mul(torch.sigmoid((eu * diff).sum(-1)).sub_(1)).unsqueeze(1)
-            to_user.index_add_(0, u, diff.mul_(f1))
-            to_item.index_add_(0, i, eu.mul_(f1)).index_add_(0, j, eu.neg_())
-        return to_user, to_item
 
     def _through_scores(self, n_i: int, dense: bool | None = None) -> bool:
         """Whether to work through the [r, n_i] score matrix: ``dense``, or for None when it

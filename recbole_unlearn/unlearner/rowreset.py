@@ -37,14 +37,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from recbole.utils import init_seed
 
 from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._alteraser_blocks import neighbours, pairs_of_users
-from recbole_unlearn.unlearner._bpr_triples import BPRTriples
+from recbole_unlearn.unlearner._bpr_sampled import SampledBPR
 from recbole_unlearn.unlearner.base import Params, Unlearner
 
 
@@ -101,6 +100,7 @@ class RowReset(Unlearner):
         init_seed(self.config["seed"], self.config["reproducibility"])
         return self.config.model_class(self.config, remaining).to(self.device).ego_embeddings().detach()
 
+
 def resolve_rows(model, ego: torch.Tensor, rows: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
                  steps: int, lr: float, negatives: int, seed: int) -> torch.Tensor:
     """``ego`` [n_users + n_items, d] with its ``rows`` [r] re-solved on the pairs (``users``,
@@ -109,13 +109,12 @@ def resolve_rows(model, ego: torch.Tensor, rows: torch.Tensor, users: torch.Tens
 
     The objective is the model's BPR loss on D_r as an expectation over negatives:
     (1/mk) Σ_(u,i,j) −log σ(ŷ_ui − ŷ_uj) + reg_weight/2 · (mean ‖e⁰‖² of the triples' users,
-    positives and negatives).  Its gradient is taken in closed form (:class:`BPRTriples` on the
+    positives and negatives).  Its gradient is taken in closed form (:class:`SampledBPR` on the
     outputs, then the propagation's adjoint, which is the propagation: M is symmetric), not by
     backpropagation through the graph.
     """
     m, k, n_users, n_items = len(users), negatives, model.n_users, model.n_items
-    u, i = users.cpu().repeat_interleave(k).numpy(), items.cpu().repeat_interleave(k).numpy()
-    triples = BPRTriples(u, i, i, np.full(m * k, 1.0 / (m * k)), n_users, n_items).to(ego.device)  # negatives: per step
+    objective = SampledBPR(users.to(ego.device), items.to(ego.device), k, n_users, n_items)
     graph = model.graph()
     graph = None if graph is None else graph.to_sparse_csr()
     nodes = torch.cat([users.to(ego.device), items.to(ego.device) + n_users])
@@ -127,7 +126,7 @@ def resolve_rows(model, ego: torch.Tensor, rows: torch.Tensor, users: torch.Tens
     for _ in range(steps):
         drawn = torch.randint(1, n_items, (m, k), generator=draws).view(-1).to(ego.device)  # pair-major
         current.index_copy_(0, rows, theta)
-        out = triples.with_negatives(drawn).gradient(*model.propagate(current, graph))
+        out = objective.gradient(*model.propagate(current, graph), drawn)
         g = torch.cat(model.propagate(torch.cat(out), graph)).index_select(0, rows)
         as_negative = torch.bincount(drawn + n_users, minlength=len(ego)).to(ego.dtype).index_select(0, rows)
         theta.grad = g.addcmul_((on_rows + as_negative / (m * k)).unsqueeze(1) * model.reg_weight, theta)
