@@ -300,10 +300,11 @@ def load_model(path: Path, config, dataset) -> tuple[torch.nn.Module | None, dic
 
 
 def cached_retrain(bench: Bench, config: Config, exp: Experiment, seed: int,
-                   run_config: Config | None = None) -> tuple[torch.nn.Module, dict]:
+                   run_config: Config | None = None, name: str = "Retrain") -> tuple[torch.nn.Module, dict]:
     """Retrain of ``exp``'s request and its metadata (``time_s``, ``info``): from the cache the
-    tables suite writes, else run now (with ``run_config``, default ``config``) and cached there."""
-    path = bench.cache_path(seed, "Retrain")
+    tables suite writes, else run now (with ``run_config``, default ``config``) and cached there
+    (under ``name``: another retrain, e.g. ``Retrain*``, has a file of its own)."""
+    path = bench.cache_path(seed, name)
     retrain, meta = load_model(path, config, exp.remaining)
     if retrain is None:
         outcome = run_unlearner(exp, Retrain, run_config or config)

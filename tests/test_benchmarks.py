@@ -449,6 +449,19 @@ def test_validate_keys_shortfalls_are_misses_in_units_of_each_tolerance():
     assert shortfalls(0.90, 0.15, 0.03, 100.0) == pytest.approx((0.0, 0.0, 0.0, 0.0), abs=1e-12)
 
 
+def test_validate_keys_scores_rbo_and_the_forgetting_users_against_a_retrain_star():
+    """With a Retrain*: Recall within the wider of 3% and Retrain*'s distance (a 5% band makes
+    a 10% miss one unit), the forgetting users' Recall within theirs, and RBO@10 short of
+    Retrain*'s in units of Retrain*'s own distance from Retrain (0.6 against 0.8 is one unit)."""
+    from benchmarks.validate_keys import bands, shortfalls
+
+    gold = {"Recall@20": 0.20, "F-Recall@20": 0.10}
+    assert bands(gold, None) == (0.03, 0.03)
+    assert bands(gold, {"Recall@20": 0.21, "F-Recall@20": 0.099}) == pytest.approx((0.05, 0.03))
+    assert shortfalls(0.95, 0.0, -0.10, 300.0, 0.05, 0.02, 0.03, 0.6, 0.8) == pytest.approx((0, 0, 1.0, 0, 0, 1.0))
+    assert shortfalls(0.95, 0.0, 0.0, 300.0, 0.03, -0.09, 0.03, 0.85, 0.8) == pytest.approx((0, 0, 0, 0, 2.0, 0))
+
+
 def test_validate_keys_refuses_a_bad_seed_list_before_any_training(monkeypatch, capsys):
     """``--seed=2021,2023`` is a list of validation requests; anything else but whole numbers
     is one ``error:`` line and exit 2, before a model is trained."""
@@ -462,3 +475,8 @@ def test_validate_keys_refuses_a_bad_seed_list_before_any_training(monkeypatch, 
     finally:
         torch.set_num_threads(threads)
     assert capsys.readouterr().err.strip() == "error: seed must be whole numbers separated by commas, not '2021,x'"
+    try:
+        assert validate_keys.main(["--star=maybe", "--grid=reset_steps=5"]) == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert capsys.readouterr().err.strip() == "error: star must be true or false, not 'maybe'"

@@ -12,7 +12,7 @@ from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.quick_start import run_unlearner
 from recbole_unlearn.unlearner.retrain import Retrain
 from recbole_unlearn.unlearner._bpr_sampled import SampledBPR
-from recbole_unlearn.unlearner.rowreset import RowReset, resolve_rows
+from recbole_unlearn.unlearner.rowreset import RowReset, refit_users, resolve_rows
 from unlearner_contract import UnlearnerContract, forgotten_probs
 
 
@@ -96,18 +96,75 @@ def _autograd_resolve(model, ego, rows, users, items, steps, lr, k, seed):
     return ego.index_put((rows,), theta.detach())
 
 
+def test_refit_moves_only_the_forgetting_users():
+    """``reset_refit_steps`` refits the forgetting users' rows after the re-solve: every other
+    row is the re-solve's, theirs move."""
+    exp = tiny_experiment("LightGCN", forget="private")
+    joint, refit = _run(exp), _run(exp, reset_refit_steps=5)
+    users = torch.as_tensor(exp.request.forget_users)
+    changed = (joint.model.ego_embeddings().detach() != refit.model.ego_embeddings().detach()).any(dim=1)
+    assert bool(changed[users].all())
+    changed[users] = False
+    assert not bool(changed.any())
+    assert refit.info["refit_steps"] == 5
+
+
+@pytest.mark.parametrize("model", ["LightGCN", "BPR"])
+def test_refit_steps_equal_backpropagation_through_the_users_outputs(model):
+    """refit_users takes the Adam steps of backpropagation through the documented objective:
+    the forgetting users' own BPR terms (k fresh negatives, their mean) with the item outputs
+    fixed and each user's output moving with its ego row by ∂U_u/∂e⁰_u (from autograd here),
+    plus reg_weight/2 · (their pair counts / their pairs) · ‖e⁰_u‖²."""
+    exp = tiny_experiment(model, forget="private")
+    m = copy.deepcopy(exp.original)
+    m.set_train_data(exp.remaining)
+    users, items = pairs(exp.remaining)
+    f_users = torch.as_tensor(exp.request.forget_users)
+    ego = m.ego_embeddings().detach()
+    ours = refit_users(m, ego, f_users, users, items, steps=4, lr=0.01, negatives=3, seed=5)
+
+    user_out, item_out = m.propagate(ego)
+    weight = []
+    for u in f_users.tolist():  # d U_u[0] / d e⁰_u[0], by backpropagation
+        x = ego.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(m.propagate(x)[0][u, 0], x)
+        weight.append(g[u, 0])
+    weight = torch.stack(weight).unsqueeze(1)
+    own = torch.isin(users, f_users)
+    pu, pi = users[own], items[own]
+    local = torch.searchsorted(f_users.sort().values, pu)
+    order = f_users.argsort()
+    theta0 = ego[f_users].clone()
+    theta = theta0.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([theta], lr=0.01)
+    draws = torch.Generator().manual_seed(5)
+    counts = torch.bincount(pu, minlength=m.n_users)[f_users].float()
+    for _ in range(4):
+        negatives = torch.randint(1, m.n_items, (len(pu), 3), generator=draws)
+        z = (user_out[f_users] + weight * (theta - theta0))[order[local]]  # [m_F, d], the pairs' users
+        margin = (z.unsqueeze(1) * (item_out[pi].unsqueeze(1) - item_out[negatives])).sum(-1)
+        loss = -F.logsigmoid(margin).mean() + m.reg_weight / 2 * (counts / len(pu) * theta.square().sum(-1)).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    reference = ego.index_put((f_users,), theta.detach())
+    assert not torch.allclose(ours[f_users], ego[f_users])
+    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("dense", [True, False])
-def test_sampled_bpr_gradient_equals_backpropagation(dense, monkeypatch):
-    """SampledBPR's gradient, through the score matrix or per triple in chunks, is the gradient
-    of (1/mk) Σ −log σ(e_uᵀ(e_i − e_j)) over the pairs and the drawn negatives (pair-major),
-    and a second draw reuses the score buffer without carrying the first one over."""
-    monkeypatch.setattr("recbole_unlearn.unlearner._bpr_sampled.CHUNK", 16)  # per triple: 4 chunks
+def test_sampled_bpr_gradient_equals_backpropagation(dense):
+    """SampledBPR's gradient, through the score matrix or through sparse products, is the
+    gradient of (1/mk) Σ −log σ(e_uᵀ(e_i − e_j)) over the pairs and the drawn negatives
+    (pair-major; on 40 items some repeat within a user's row), and a second draw reuses the
+    score buffer without carrying the first one over."""
     gen = torch.Generator().manual_seed(5)
-    n_u, n_i, d, m, k = 6, 9, 4, 15, 4
+    n_u, n_i, d, m, k = 6, 40, 4, 15, 4
     users, items = torch.randint(1, n_u, (m,), generator=gen), torch.randint(1, n_i, (m,), generator=gen)
     user_e, item_e = torch.randn(n_u, d, generator=gen), torch.randn(n_i, d, generator=gen)
     objective = SampledBPR(users, items, k, n_u, n_i, dense=dense)
     assert objective.dense is dense and len(objective) == m * k
+    assert SampledBPR(users, items, 8, n_u, 9, dense=False).dense  # 135 entries do not fit in 6 × 9
     for _ in range(2):
         drawn = torch.randint(1, n_i, (m * k,), generator=gen)
         x = (user_e.clone().requires_grad_(True), item_e.clone().requires_grad_(True))

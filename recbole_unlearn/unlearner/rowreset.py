@@ -15,7 +15,10 @@ So RowReset
    on the D_r BPR objective with ``reset_negatives`` fresh uniform negatives per pair and step
    (an expectation over negatives, as training has: one fixed negative per pair overfits it),
 3. then, for ``reset_user_steps`` more steps, the forgetting users' rows alone (the items
-   fixed): a user re-solved beside items that are still moving is fitted least.
+   fixed): a user re-solved beside items that are still moving is fitted least;
+4. then, for ``reset_refit_steps`` cheap steps (:func:`refit_users`), the forgetting users'
+   rows against the item outputs, which are held fixed: each step costs the users' own pairs
+   only, so a user can be fitted to convergence for a fraction of one joint step.
 
 Why every item (``reset_all_items``, the default): with only some items reset, the forgetting
 users' held-out items that kept Θ_a's rows score apart from the re-solved forgotten ones, which
@@ -58,6 +61,8 @@ class RowResetParams(Params):
     reset_user_items: bool = True
     reset_all_items: bool = True
     reset_user_steps: int = 0
+    reset_refit_steps: int = 0
+    reset_refit_lr: float = 0.01
 
 
 @register_unlearner
@@ -92,8 +97,12 @@ class RowReset(Unlearner):
         if p.reset_user_steps:
             ego = resolve_rows(model, ego, f_users.to(self.device), users, items, p.reset_user_steps, p.reset_lr,
                                p.reset_negatives, seed + 1)
+        if p.reset_refit_steps:
+            ego = refit_users(model, ego, f_users.to(self.device), users, items, p.reset_refit_steps, p.reset_refit_lr,
+                              p.reset_negatives, seed + 2)
         model.write_ego(ego)  # clears the cache
-        self.info.update(rows_reset=int(len(rows)), steps=p.reset_steps + p.reset_user_steps)
+        self.info.update(rows_reset=int(len(rows)), steps=p.reset_steps + p.reset_user_steps,
+                         refit_steps=p.reset_refit_steps)
 
     def _initial_ego(self, remaining) -> torch.Tensor:
         """The ego rows a retrain on ``remaining`` starts from, [n_users + n_items, d]."""
@@ -134,4 +143,45 @@ def resolve_rows(model, ego: torch.Tensor, rows: torch.Tensor, users: torch.Tens
     return current.index_copy_(0, rows, theta)
 
 
-__all__ = ["RowReset", "RowResetParams", "resolve_rows"]
+def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
+                steps: int, lr: float, negatives: int, seed: int) -> torch.Tensor:
+    """``ego`` [n_users + n_items, d] with the rows of ``f_users`` [F] refitted to their own
+    pairs among (``users``, ``items``) [m] by ``steps`` Adam steps, against the item outputs of
+    ``ego``, held fixed.
+
+    A user's output moves with its ego row by the propagation's self-weight c_u = ∂U_u/∂e⁰_u
+    (1 for matrix factorisation, Σ_l (L^l)_uu / (L + 1) for LightGCN; read off one propagation
+    of the users' indicator columns), so the step's gradient is c_u times the output gradient
+    of the users' BPR terms (k fresh negatives per pair, their mean), plus the regulariser of
+    the joint objective restricted to them.  The users' effect on the items' outputs, and
+    through them on each other's, is left out: that is what makes a step cost the F users'
+    pairs only.
+    """
+    own = torch.isin(users, f_users)
+    users, items = users[own], items[own]
+    if not len(users):
+        return ego
+    n_users, n_items = model.n_users, model.n_items
+    graph = model.graph()
+    graph = None if graph is None else graph.to_sparse_csr()
+    column = torch.arange(len(f_users), device=ego.device)
+    indicator = ego.new_zeros(len(ego), len(f_users)).index_put_((f_users, column), ego.new_ones(len(f_users)))
+    self_weight = model.propagate(indicator, graph)[0][f_users, column].unsqueeze(1)  # [F, 1]
+    user_out, item_out = model.propagate(ego, graph)
+    objective = SampledBPR(users, items, negatives, n_users, n_items)
+    reg = torch.bincount(users, minlength=n_users).to(ego.dtype)[f_users].unsqueeze(1) / len(users) * model.reg_weight
+    start = ego.index_select(0, f_users)
+    theta = start.clone()
+    optimizer = torch.optim.Adam([theta], lr=lr)
+    draws = torch.Generator().manual_seed(seed)
+    out = user_out.clone()
+    for _ in range(steps):
+        drawn = torch.randint(1, n_items, (len(users), negatives), generator=draws).view(-1).to(ego.device)
+        out.index_copy_(0, f_users, user_out.index_select(0, f_users) + self_weight * (theta - start))
+        to_user = objective.gradient(out, item_out, drawn)[0].index_select(0, f_users)
+        theta.grad = to_user.mul_(self_weight).addcmul_(reg, theta)
+        optimizer.step()
+    return ego.clone().index_copy_(0, f_users, theta)
+
+
+__all__ = ["RowReset", "RowResetParams", "refit_users", "resolve_rows"]
