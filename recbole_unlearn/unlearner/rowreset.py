@@ -17,8 +17,9 @@ So RowReset
 3. then, for ``reset_user_steps`` more steps, the forgetting users' rows alone (the items
    fixed): a user re-solved beside items that are still moving is fitted least;
 4. then, for ``reset_refit_steps`` cheap steps (:func:`refit_users`), the forgetting users'
-   rows against the item outputs, which are held fixed: each step costs the users' own pairs
-   only, so a user can be fitted to convergence for a fraction of one joint step.
+   rows against the item outputs, which are held fixed: a step costs the users' own pairs
+   only (25 of them added 0.02–0.06 s to a request on the validation requests of ml-100k and
+   amazon-electronics-14core, whose ten joint steps take 0.1–0.2 s).
 
 Why every item (``reset_all_items``, the default): with only some items reset, the forgetting
 users' held-out items that kept Θ_a's rows score apart from the re-solved forgotten ones, which
@@ -33,11 +34,11 @@ covers every row anyway.
 
 Why the refit (``reset_refit_steps``, 25 by default): after ten joint steps from their
 initial values the forgetting users are fitted least (their validation Recall@20 was 7–14%
-under Retrain's on ml-100k), and their top-10 lists are what RBO compares.  Scored against a validation Retrain* as well, 25 refit
-steps raised RBO@10 on 10 of the 12 validation requests (ml-100k private, seed 2021: 0.602 →
-0.643), brought the forgetting users' Recall@20 closer to Retrain's on 9, and cost up to four
-points of the MIA gap on 7 (amazon noise, seed 2021: 93% → 89% removed); the summed
-shortfall fell from 43.0 to 36.4
+under Retrain's on ml-100k), and their top-10 lists are what RBO compares.  Scored against a
+validation Retrain* as well, 25 refit steps raised RBO@10 on 10 of the 12 validation requests
+(ml-100k private, seed 2021: 0.602 → 0.643), brought the forgetting users' Recall@20 closer
+to Retrain's on 9, and cost up to four points of the MIA gap on 7 (amazon noise, seed 2021:
+93% → 89% removed); the summed shortfall fell from 43.0 to 36.4
 (``benchmarks/results/validate_keys/RowReset-LightGCN-refit.md``).
 
 It builds on AltEraser's re-optimisation of row blocks on D_r (Liu, Wan, Wang, Zhang, Zhang
