@@ -11,7 +11,7 @@ the tables do not report, or several, comma-separated (``--seed=2021,2023``), ea
 its own -- with Θ_a and Retrain from the tables suite's cache (trained and cached when
 missing), and runs the unlearner once per point of the grid.  Every row is scored
 on the *validation* split (Recall@20 of all and of the forgetting users, RBO@10 against
-Retrain's top-10), with the request's re-predict score and MIA AUC.  Four targets per case:
+Retrain's top-10), with the request's re-predict score and MIA AUC.  Four targets per case, six with a Retrain*:
 ≥ 90% of the Original − Retrain MIA gap removed, re-predict within 15% of Retrain's, all-user
 Recall@20 within the retrain band of Retrain's, and a speed-up of ≥ 100× against the
 Retrain's time (as cached with it).  With ``--star=true`` (the default) a validation Retrain*
@@ -40,9 +40,9 @@ from recbole_unlearn.config import config_with  # noqa: E402
 from recbole_unlearn.errors import UnlearnInputError  # noqa: E402
 from recbole_unlearn.options import FALSE_WORDS, TRUE_WORDS  # noqa: E402
 from recbole_unlearn.quick_start import comparison_plan, run_unlearner  # noqa: E402
-from recbole_unlearn.unlearner.retrain import Retrain  # noqa: E402
 from recbole_unlearn.registry import parse_rows  # noqa: E402
 from recbole_unlearn.report import forget_user_topk, make_eval_setup  # noqa: E402
+from recbole_unlearn.unlearner.retrain import Retrain  # noqa: E402
 
 KEYS = {"unlearner": "rowreset", "model": "LightGCN", "seed": "2021", "cases": "ml-100k:private", "grid": "",
         "star": "true", "cache": str(Path(__file__).resolve().parent / ".cache")}
