@@ -236,6 +236,12 @@ class _SymmetricProduct(torch.autograd.Function):
         return None, _SymmetricProduct.apply(ctx.matrix, grad)
 
 
+def as_csr(matrix: Tensor | None) -> Tensor | None:
+    """A sparse matrix in CSR layout (converted once, for repeated products), None as None
+    (a model without a graph)."""
+    return None if matrix is None else matrix.to_sparse_csr()
+
+
 def symmetric_spmm(matrix: Tensor, x: Tensor) -> Tensor:
     """S x, [n, d], for a symmetric sparse S [n, n] (COO or CSR; COO is converted to CSR).
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from recbole_unlearn.numerics import as_csr
 from recbole_unlearn.unlearner._bpr_triples import BPRTriples
 from recbole_unlearn.unlearner._subgraph import Subgraph
 
@@ -55,8 +56,7 @@ class BPRRowDerivatives:
         self.triples = BPRTriples(u, i, j, np.full(count, 1.0 / max(count, 1)), n_users, n_items)
         self.reg_all = model.reg_weight / max(count, 1) * node_counts(n_users, n_items, u, i, j)  # [n_nodes]
         self.reg = self.reg_all[self.index][:, None]
-        graph = model.graph()
-        self.graph = None if graph is None else graph.to_sparse_csr()
+        self.graph = as_csr(model.graph())
         self.sub = self.sub_triples = None
         if self.graph is not None and subgraph is not False:
             sub = Subgraph(model, self.graph, self.index)

@@ -51,7 +51,7 @@ import torch
 from recbole_unlearn import distributed
 from recbole_unlearn.data.remaining import dataset_keys, pairs
 from recbole_unlearn.model.protocol import require
-from recbole_unlearn.numerics import autograd_gradient_and_hvp, conjugate_gradient
+from recbole_unlearn.numerics import as_csr, autograd_gradient_and_hvp, conjugate_gradient
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._bpr_rows import node_counts
 from recbole_unlearn.unlearner._bpr_triples import BPRTriples
@@ -87,10 +87,6 @@ def _share(users: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
     return [a[mine] for a in (users, *arrays)]
 
 
-def _csr(graph):
-    return None if graph is None else graph.to_sparse_csr()
-
-
 class _BPRTerms:
     """A BPR model's terms as functions of the kept ego rows θ_S ([m, d]).
 
@@ -108,7 +104,7 @@ class _BPRTerms:
 
     def __init__(self, model, rows: torch.Tensor, adj_a, ids_r, forget, spill: np.ndarray, positives, k, rng):
         self.model, self.rows, self.adj_a = model, rows, adj_a
-        self.csr_a, self.csr_r = _csr(adj_a), _csr(model.graph())  # fast products
+        self.csr_a, self.csr_r = as_csr(adj_a), as_csr(model.graph())  # fast products
         self.base = model.ego_embeddings().detach()
         n_u, n_i = model.n_users, model.n_items
         ru, ri = ids_r

@@ -54,6 +54,7 @@ import torch
 from recbole.utils import init_seed
 
 from recbole_unlearn.data.remaining import pairs
+from recbole_unlearn.numerics import as_csr
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner._alteraser_blocks import neighbours, pairs_of_users
 from recbole_unlearn.unlearner._bpr_sampled import SampledBPR
@@ -134,8 +135,7 @@ def resolve_rows(model, ego: torch.Tensor, rows: torch.Tensor, users: torch.Tens
     """
     m, k, n_users, n_items = len(users), negatives, model.n_users, model.n_items
     objective = SampledBPR(users.to(ego.device), items.to(ego.device), k, n_users, n_items)
-    graph = model.graph()
-    graph = None if graph is None else graph.to_sparse_csr()
+    graph = as_csr(model.graph())
     nodes = torch.cat([users.to(ego.device), items.to(ego.device) + n_users])
     on_rows = torch.bincount(nodes, minlength=len(ego)).to(ego.dtype).index_select(0, rows) / m  # [r]
     theta = ego.index_select(0, rows).clone()  # no autograd: its gradient is set each step
@@ -172,8 +172,7 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
     if not len(users):
         return ego
     n_users, n_items = model.n_users, model.n_items
-    graph = model.graph()
-    graph = None if graph is None else graph.to_sparse_csr()
+    graph = as_csr(model.graph())
     column = torch.arange(len(f_users), device=ego.device)
     indicator = ego.new_zeros(len(ego), len(f_users)).index_put_((f_users, column), ego.new_ones(len(f_users)))
     self_weight = model.propagate(indicator, graph)[0][f_users, column].unsqueeze(1)  # [F, 1]
