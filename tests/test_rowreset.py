@@ -157,7 +157,8 @@ def test_sampled_bpr_gradient_equals_backpropagation(dense):
     """SampledBPR's gradient, through the score matrix or through sparse products, is the
     gradient of (1/mk) Σ −log σ(e_uᵀ(e_i − e_j)) over the pairs and the drawn negatives
     (pair-major; on 40 items some repeat within a user's row), and a second draw reuses the
-    score buffer without carrying the first one over."""
+    score buffer without carrying the first one over; ``to_items=False`` gives the users' part
+    alone."""
     gen = torch.Generator().manual_seed(5)
     n_u, n_i, d, m, k = 6, 40, 4, 15, 4
     users, items = torch.randint(1, n_u, (m,), generator=gen), torch.randint(1, n_i, (m,), generator=gen)
@@ -173,6 +174,9 @@ def test_sampled_bpr_gradient_equals_backpropagation(dense):
         reference = torch.autograd.grad(-F.logsigmoid(margin).mean(), x)
         for ours, ref in zip(objective.gradient(user_e, item_e, drawn), reference):
             torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-7)
+        to_user, none = objective.gradient(user_e, item_e, drawn, to_items=False)
+        assert none is None
+        torch.testing.assert_close(to_user, reference[0], rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("model", ["LightGCN", "BPR"])

@@ -187,7 +187,7 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
     for _ in range(steps):
         drawn = torch.randint(1, n_items, (len(users), negatives), generator=draws).view(-1).to(ego.device)
         out.index_copy_(0, f_users, user_out.index_select(0, f_users) + self_weight * (theta - start))
-        to_user = objective.gradient(out, item_out, drawn)[0].index_select(0, f_users)
+        to_user = objective.gradient(out, item_out, drawn, to_items=False)[0].index_select(0, f_users)
         theta.grad = to_user.mul_(self_weight).addcmul_(reg, theta)
         optimizer.step()
     return ego.clone().index_copy_(0, f_users, theta)
