@@ -117,8 +117,19 @@ def run_case(dataset: str, scenario: str, model: str, cls: type, seed: int, grid
             f_rec, f_band, m["RBO@10"], yardstick["RBO@10"])))
         rows.append({"keys": keys, "time_s": outcome.time_s, "speedup": speedup, "removed": removed, "rep": rep,
                      "rec": rec, "f_rec": f_rec, "shortfall": sum(short), "meets": not any(short), **m, "gold": gold,
-                     "star": yardstick, "bands": (band, f_band), "retrain_s": meta["time_s"]})
+                     "star": yardstick, "bands": (band, f_band), "retrain_s": meta["time_s"],
+                     "early": stopped_early(meta.get("info", {}).get("epochs"), base["stopping_step"])})
     return rows
+
+
+def stopped_early(epochs: int | None, stopping_step: int) -> str:
+    """A warning when Retrain's early stopping came within ``2 × stopping_step`` epochs, i.e.
+    its best validation score came in the first ``stopping_step``: such a Retrain (and its Θ_a)
+    may be under-trained, and a row's shortfall on the case then rests on a weak yardstick."""
+    if epochs is None or epochs >= 2 * stopping_step:
+        return ""
+    return (f" · **Retrain stopped after {epochs} epochs (best within the first {stopping_step}): "
+            f"it may be under-trained**")
 
 
 def main(argv: list[str]) -> int:
@@ -150,7 +161,7 @@ def main(argv: list[str]) -> int:
               f"Retrain: MIA {gold['MIA AUC']:.4f}, re-predict {gold['re-predict']:.4f}, "
               f"Recall@20 {gold['Recall@20']:.4f}, F-Recall@20 {gold['F-Recall@20']:.4f}, {rows[0]['retrain_s']:.1f} s"
               + ("" if star is None else f"; Retrain*: RBO@10 {star['RBO@10']:.3f}, Recall@20 {star['Recall@20']:.4f}, "
-                 f"F-Recall@20 {star['F-Recall@20']:.4f}") + f"; bands ±{band:.1%}, ±{f_band:.1%}\n")
+                 f"F-Recall@20 {star['F-Recall@20']:.4f}") + f"; bands ±{band:.1%}, ±{f_band:.1%}{rows[0]['early']}\n")
         print(markdown_table(["keys", "time (s)", "speed-up", "MIA (gap removed)", "re-predict vs Retrain", "RBO@10",
                               "Recall@20 vs Retrain", "F-Recall@20 vs Retrain", "shortfall"], [
             [label(r["keys"]), f"{r['time_s']:.2f}", f"{r['speedup']:.0f}×",

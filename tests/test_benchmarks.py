@@ -462,6 +462,16 @@ def test_validate_keys_scores_rbo_and_the_forgetting_users_against_a_retrain_sta
     assert shortfalls(0.95, 0.0, 0.0, 300.0, 0.03, -0.09, 0.03, 0.85, 0.8) == pytest.approx((0, 0, 0, 0, 2.0, 0))
 
 
+def test_validate_keys_flags_a_retrain_that_stopped_within_twice_its_patience():
+    """A Retrain whose early stopping came before 2 × stopping_step epochs (its best score in
+    the first stopping_step) is flagged in the case's header; one that trained longer, or a
+    cached one without an epoch count, is not."""
+    from benchmarks.validate_keys import stopped_early
+
+    assert "13 epochs" in stopped_early(13, 10) and "under-trained" in stopped_early(13, 10)
+    assert stopped_early(20, 10) == stopped_early(120, 10) == stopped_early(None, 10) == ""
+
+
 def test_validate_keys_refuses_a_bad_seed_list_before_any_training(monkeypatch, capsys):
     """``--seed=2021,2023`` is a list of validation requests; anything else but whole numbers
     is one ``error:`` line and exit 2, before a model is trained."""
