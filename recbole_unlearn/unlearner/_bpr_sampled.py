@@ -76,7 +76,7 @@ class SampledBPR:
                  to_items: bool = True) -> tuple[Tensor, Tensor | None]:
         """The gradient w.r.t. (user_e [n_users, d], item_e [n_items, d]) with the negatives
         ``drawn`` [mk] (pair-major: the k negatives of pair 0 first); with ``to_items`` false
-        the users' part alone (and None), at about half the cost."""
+        the users' part alone (and None), without the items' products."""
         if self.dense:
             return self._through_scores(user_e, item_e, drawn, to_items)
         return self._through_sparse(user_e, item_e, drawn, to_items)
