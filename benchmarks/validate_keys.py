@@ -105,6 +105,7 @@ def run_case(dataset: str, scenario: str, model: str, cls: type, seed: int, grid
         yardstick = headline(cached_retrain(bench, base, exp, seed, run_config=star_config, name="Retrain*")[0],
                              setup, reference)
     band, f_band = bands(gold, yardstick)
+    early = stopped_early(meta.get("info", {}).get("epochs"), base["stopping_step"])
     rows = []
     for keys in grid:
         outcome = run_unlearner(exp, cls, bench.config(cls.__name__, seed, **keys))
@@ -118,7 +119,7 @@ def run_case(dataset: str, scenario: str, model: str, cls: type, seed: int, grid
         rows.append({"keys": keys, "time_s": outcome.time_s, "speedup": speedup, "removed": removed, "rep": rep,
                      "rec": rec, "f_rec": f_rec, "shortfall": sum(short), "meets": not any(short), **m, "gold": gold,
                      "star": yardstick, "bands": (band, f_band), "retrain_s": meta["time_s"],
-                     "early": stopped_early(meta.get("info", {}).get("epochs"), base["stopping_step"])})
+                     "early": early})
     return rows
 
 
