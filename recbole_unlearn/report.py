@@ -1,7 +1,10 @@
 """Evaluation of one row (Original, Retrain, an unlearner, ...) and the paper-style table.
 
 Every row is evaluated on the same loaders (history = D_r), for all test
-users and for the forgetting users only.  Consistency with Retrain is measured with RBO
+users and for the forgetting users only.  A forgetting user with no training pair left in D_r
+(a whole-user deletion) stays among them: Retrain scores such a user from an untrained row, so
+Retrain's accuracy for them is chance, and a row that ranks their test items far higher may still
+hold what it learnt of them (WarmStart, for one, leaves Θ_a's row as it was).  Consistency with Retrain is measured with RBO
 (extrapolated RBO of Webber et al. 2010, persistence ``rbo_p``) of the forgetting users'
 top-k lists, with the same masking as ranking evaluation (training and validation items).
 Completeness is the AUC of a membership-inference attack on the forgotten pairs
@@ -36,11 +39,13 @@ class EvalSetup:
     history: torch.Tensor  # [n_forget_users, n_items] bool: items masked in ranking
     mia_pairs: MembershipPairs | None = None  # forgotten vs never-seen pairs of the attack
     groups: dict | None = None  # {"active": loader, "inactive": loader}: the fairness groups' test users
+    deleted_users: int = 0  # forgetting users with no pair left in D_r (deleted whole)
 
 
 def make_eval_setup(config, remaining, valid_ds, test_loader, request) -> EvalSetup:
     """Loaders and masks for evaluating rows after ``request`` (``remaining`` is D_r)."""
     users = torch.as_tensor(request.forget_users, dtype=torch.long)
+    left = torch.bincount(pairs(remaining)[0], minlength=remaining.user_num).index_select(0, users)
     test_ds = test_loader._dataset
     in_request = torch.isin(test_ds.inter_feat[test_ds.uid_field], users)
     test_forget = None
@@ -58,7 +63,7 @@ def make_eval_setup(config, remaining, valid_ds, test_loader, request) -> EvalSe
     forgotten = (torch.as_tensor(request.users, dtype=torch.long), torch.as_tensor(request.items, dtype=torch.long))
     mia = request_membership_pairs(request, remaining, [valid_ds, test_ds], seed=int(config["seed"]))
     groups = activity_groups(config, remaining, request, test_loader)
-    return EvalSetup(config, test_loader, test_forget, users, forgotten, history, mia, groups)
+    return EvalSetup(config, test_loader, test_forget, users, forgotten, history, mia, groups, int((left == 0).sum()))
 
 
 def activity_groups(config, remaining, request, test_loader) -> dict | None:
@@ -102,6 +107,8 @@ def evaluate_row(model, setup: EvalSetup, reference_topk: torch.Tensor | None = 
         active, inactive = (_plain(trainer.evaluate(setup.groups[g], load_best_model=False)) for g in ("active", "inactive"))
         out["fairness_gap"] = {k: active[k] - inactive[k] for k in active}  # active − inactive users' accuracy
         out["test_active"], out["test_inactive"] = active, inactive
+    if setup.deleted_users:
+        out["forget_users_deleted"] = setup.deleted_users
     users, items = setup.forget_pairs
     out["repredict_score"] = repredict_score(model.predict_proba(users, items)) if len(users) else None
     mia = setup.mia_pairs
@@ -134,6 +141,11 @@ def format_table(results: dict, k: int = 20) -> str:
             f"{_fmt(al.get(f'recall@{k}'), 8)}{_fmt(al.get(f'ndcg@{k}'), 8)}"
             f"{_fmt(row.get('rbo', {}).get('rbo@10'), 8)}{_fmt(row.get('repredict_score'), 8)}"
         )
+    deleted = max((r.get("forget_users_deleted", 0) for r in results["rows"].values()), default=0)
+    if deleted:
+        lines.append(f"note: {deleted} forgetting users have no training data left; Retrain scores them from an "
+                     "untrained row, so its F-R and F-N are chance for them; a row far above it may still hold what it "
+                     "learnt of them")
     if results.get("original_converged") is False:
         lines.append("note: the original stopped at the epoch cap while still improving (original_converged: "
                      "false); train it longer before trusting this comparison")
