@@ -3,10 +3,11 @@
 Every row is evaluated on the same loaders (history = D_r), for all test
 users and for the forgetting users only.  A forgetting user with no training pair left in D_r
 (a whole-user deletion) stays among them: Retrain scores such a user from an untrained row, so
-Retrain's accuracy for them is chance, and a row that ranks their test items far higher may still
-hold what it learnt of them (WarmStart, for one, leaves Θ_a's row as it was).  Consistency with Retrain is measured with RBO
-(extrapolated RBO of Webber et al. 2010, persistence ``rbo_p``) of the forgetting users'
-top-k lists, with the same masking as ranking evaluation (training and validation items).
+Retrain's accuracy for them is chance, and a row that ranks their test items far higher may
+still hold what it learnt of them (WarmStart, for one, leaves Θ_a's row as it was).
+Consistency with Retrain is measured with RBO (extrapolated RBO of Webber et al. 2010,
+persistence ``rbo_p``) of the forgetting users' top-k lists, with the same masking as ranking
+evaluation (training and validation items).
 Completeness is the AUC of a membership-inference attack on the forgotten pairs
 (:mod:`recbole_unlearn.evaluator.mia`: calibrated scores, forgotten vs never-seen pairs).
 """
