@@ -46,7 +46,7 @@ class EvalSetup:
 def make_eval_setup(config, remaining, valid_ds, test_loader, request) -> EvalSetup:
     """Loaders and masks for evaluating rows after ``request`` (``remaining`` is D_r)."""
     users = torch.as_tensor(request.forget_users, dtype=torch.long)
-    left = torch.bincount(pairs(remaining)[0], minlength=remaining.user_num).index_select(0, users)
+    deleted = int((~torch.isin(users, pairs(remaining)[0])).sum())  # users with no pair left in D_r
     test_ds = test_loader._dataset
     in_request = torch.isin(test_ds.inter_feat[test_ds.uid_field], users)
     test_forget = None
@@ -64,7 +64,7 @@ def make_eval_setup(config, remaining, valid_ds, test_loader, request) -> EvalSe
     forgotten = (torch.as_tensor(request.users, dtype=torch.long), torch.as_tensor(request.items, dtype=torch.long))
     mia = request_membership_pairs(request, remaining, [valid_ds, test_ds], seed=int(config["seed"]))
     groups = activity_groups(config, remaining, request, test_loader)
-    return EvalSetup(config, test_loader, test_forget, users, forgotten, history, mia, groups, int((left == 0).sum()))
+    return EvalSetup(config, test_loader, test_forget, users, forgotten, history, mia, groups, deleted_users=deleted)
 
 
 def activity_groups(config, remaining, request, test_loader) -> dict | None:
