@@ -2,9 +2,10 @@
 
 Every row is evaluated on the same loaders (history = D_r), for all test
 users and for the forgetting users only.  A forgetting user with no training pair left in D_r
-(a whole-user deletion) stays among them: Retrain scores such a user from an untrained row, so
-Retrain's accuracy for them is chance, and a row that ranks their test items far higher may
-still hold what it learnt of them (WarmStart, for one, leaves Θ_a's row as it was).
+(a whole-user deletion) stays among them: Retrain learnt nothing of such a user (its row is
+the untrained one, or for ENMF shrunk towards 0), so Retrain's accuracy for them is chance.
+Every method sets such a user's row to Retrain's (``Unlearner.reset_deleted_users``); a row
+that still ranks their test items far higher holds what it learnt of them in other rows.
 Consistency with Retrain is measured with RBO (extrapolated RBO of Webber et al. 2010,
 persistence ``rbo_p``) of the forgetting users' top-k lists, with the same masking as ranking
 evaluation (training and validation items).
@@ -144,9 +145,9 @@ def format_table(results: dict, k: int = 20) -> str:
         )
     deleted = max((r.get("forget_users_deleted", 0) for r in results["rows"].values()), default=0)
     if deleted:
-        lines.append(f"note: {deleted} forgetting users have no training data left; Retrain scores them from an "
-                     "untrained row, so its F-R and F-N are chance for them; a row far above it may still hold what it "
-                     "learnt of them")
+        lines.append(f"note: {deleted} forgetting users have no training data left; Retrain learnt nothing of them, "
+                     "so its F-R and F-N are chance for them; a row far above it may still hold what it learnt of "
+                     "them")
     if results.get("original_converged") is False:
         lines.append("note: the original stopped at the epoch cap while still improving (original_converged: "
                      "false); train it longer before trusting this comparison")

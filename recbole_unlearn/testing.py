@@ -31,7 +31,7 @@ import torch
 import yaml
 from recbole.data.interaction import Interaction
 
-from recbole_unlearn.config import Config, resource_dir
+from recbole_unlearn.config import Config, config_with, resource_dir
 from recbole_unlearn.data.remaining import dataset_keys, pair_keys
 from recbole_unlearn.model import MODELS
 from recbole_unlearn.quick_start import prepare, run_unlearner
@@ -189,6 +189,27 @@ class UnlearnerContract:
         outcome = self.run(exp)
         for k, v in exp.original.state_dict().items():
             assert torch.equal(outcome.model.state_dict()[k], v), k
+
+    def test_a_deleted_user_is_left_the_row_a_retrain_has(self, model_name):
+        """A user whose every training pair is forgotten ends with the ego row the model says a
+        retrain leaves such a user (``rows_without_pairs``; for a BPR model, Retrain's own:
+        the user is in no batch): nothing the model learnt of that user stays in Θ_u.  For
+        methods with ``resets_deleted_users``."""
+        import pytest
+
+        cls = get_unlearner(self.unlearner)
+        if not cls.resets_deleted_users:
+            pytest.skip(f"{cls.__name__} builds fresh models itself")
+        exp = self.experiment(model_name, forget="users")
+        deleted = torch.as_tensor(exp.request.whole_users)
+        assert len(deleted)
+        outcome = self.run(exp)
+        retrained = run_unlearner(exp, get_unlearner("retrain"), config_with(exp.config, epochs=2)).model
+        expected = outcome.model.rows_without_pairs(deleted, lambda: retrained.ego_embeddings().detach()[deleted])
+        assert torch.equal(outcome.model.ego_embeddings().detach()[deleted], expected)
+        assert not torch.equal(outcome.model.ego_embeddings().detach()[deleted],
+                               exp.original.ego_embeddings().detach()[deleted])
+        assert outcome.info["users_reset"] == len(deleted)
 
     def test_a_refused_model_gets_one_line_naming_another_method(self, refused_name):
         """A plugin model the unlearner refuses is refused when the method is built, with one

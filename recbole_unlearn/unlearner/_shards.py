@@ -220,6 +220,7 @@ class ShardedUnlearner(Unlearner):
     ensemble_class: ClassVar[type] = ShardEnsemble
     has_aggregator: ClassVar[bool] = False
     accepts_ensemble = True
+    resets_deleted_users = False  # a shard holding the user is retrained from its own initial values
 
     @classmethod
     def restore_ensemble(cls, config, train, state: dict) -> ShardEnsemble:

@@ -11,12 +11,13 @@ from typing import Any, ClassVar
 
 import torch
 from recbole.trainer import Trainer
+from recbole.utils import init_seed
 
 from recbole_unlearn import distributed
 from recbole_unlearn._compat import data_parallel_model, prepare_trainer_dir
 from recbole_unlearn.config import config_with, plugin_specs
 from recbole_unlearn.data.forget import ForgetRequest
-from recbole_unlearn.data.remaining import remaining_dataset, train_loader
+from recbole_unlearn.data.remaining import pairs, remaining_dataset, train_loader
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.options import convert
 
@@ -159,6 +160,9 @@ class Unlearner(BestStateTrainer):
     #: keys of :meth:`method_state` whose tensors are split by rows across the processes of a
     #: group (rank r holds rows r, r + N, ...: ``distributed.owned``; gathered before saving)
     sharded_state: ClassVar[tuple[str, ...]] = ()
+    #: whether the request's users left with no training data get the rows a retrain starts
+    #: from (:meth:`reset_deleted_users`); off for methods that build a fresh model themselves
+    resets_deleted_users: ClassVar[bool] = True
 
     def __init__(self, config, model: torch.nn.Module):
         reason = self.refusal(type(model))
@@ -201,6 +205,8 @@ class Unlearner(BestStateTrainer):
             request = task.request
             self.model.drop_pairs(remaining, torch.as_tensor(request.users), torch.as_tensor(request.items))
             self.erase(task, remaining)
+            if self.resets_deleted_users:
+                self.reset_deleted_users(task, remaining)
         state = self.method_state(task, remaining)
         self.model.eval()
         return UnlearnOutcome(self.model, remaining, perf_counter() - start, dict(self.info), state)
@@ -212,6 +218,29 @@ class Unlearner(BestStateTrainer):
     def erase(self, task: UnlearnTask, remaining) -> None:
         """The method: update ``self.model`` so it no longer reflects ``task.request``."""
         raise NotImplementedError
+
+    def reset_deleted_users(self, task: UnlearnTask, remaining) -> None:
+        """Give the request's users with no pair left in D_r (a whole-user deletion) the ego
+        rows a retrain on D_r ends with for them, as the model says
+        (``model.rows_without_pairs``): for a BPR model the rows it starts from
+        (:meth:`initial_ego`; such a user is in no batch, so no step moves them), for ENMF 0.
+        Whatever the method left there (WarmStart leaves Θ_a's trained row, which still ranks
+        items by the deleted history) is replaced.  Counted in ``info["users_reset"]``."""
+        forget = torch.unique(torch.as_tensor(task.request.forget_users, dtype=torch.long))
+        left = torch.bincount(pairs(remaining)[0], minlength=self.model.n_users).index_select(0, forget)
+        deleted = forget[left == 0].to(self.device)
+        if not len(deleted):
+            return
+        ego = self.model.ego_embeddings().detach().clone()
+        ego[deleted] = self.model.rows_without_pairs(deleted, lambda: self.initial_ego(remaining)[deleted]).to(ego)
+        self.model.write_ego(ego)
+        self.info["users_reset"] = int(len(deleted))
+
+    def initial_ego(self, remaining) -> torch.Tensor:
+        """The ego rows [n_users + n_items, d] a retrain on ``remaining`` starts from: the model
+        class's own initialisation under the run's seed, as Retrain draws it."""
+        init_seed(self.config["seed"], self.config["reproducibility"])
+        return self.config.model_class(self.config, remaining).to(self.device).ego_embeddings().detach()
 
     def method_state(self, task: UnlearnTask, remaining) -> dict | None:
         """Request-independent state for the next request of a chain, brought up to date for

@@ -32,6 +32,7 @@ class Retrain(Unlearner):
 
     params_class = RetrainParams
     accepts_ensemble = True  # it trains a fresh model of the run's model class
+    resets_deleted_users = False  # its fresh model's rows are its own initial values
 
     def erase(self, task, remaining) -> None:
         seed = self.params.retrain_seed if self.params.retrain_seed is not None else self.config["seed"]

@@ -58,7 +58,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from recbole.utils import init_seed
 
 from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.numerics import as_csr
@@ -109,7 +108,7 @@ class RowReset(Unlearner):
             f_users, f_items = neighbours(users, items, f_users, f_items, p.reset_hops)
         rows = torch.cat([f_users, f_items + model.n_users]).to(self.device)  # ego rows: users first
         ego = model.ego_embeddings().detach().clone()
-        ego[rows] = self._initial_ego(remaining)[rows]
+        ego[rows] = self.initial_ego(remaining)[rows]
         users, items, seed = users.to(self.device), items.to(self.device), int(self.config["seed"])
         ego = resolve_rows(model, ego, rows, users, items, p.reset_steps, p.reset_lr, p.reset_negatives, seed)
         if p.reset_user_steps:
@@ -122,17 +121,15 @@ class RowReset(Unlearner):
         self.info.update(rows_reset=int(len(rows)), steps=p.reset_steps + p.reset_user_steps,
                          refit_steps=p.reset_refit_steps)
 
-    def _initial_ego(self, remaining) -> torch.Tensor:
-        """The ego rows a retrain on ``remaining`` starts from, [n_users + n_items, d]."""
-        init_seed(self.config["seed"], self.config["reproducibility"])
-        return self.config.model_class(self.config, remaining).to(self.device).ego_embeddings().detach()
-
 
 def resolve_rows(model, ego: torch.Tensor, rows: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
-                 steps: int, lr: float, negatives: int, seed: int) -> torch.Tensor:
+                 steps: int, lr: float, negatives: int, seed: int, graph=None, shared: int | None = None) -> torch.Tensor:
     """``ego`` [n_users + n_items, d] with its ``rows`` [r] re-solved on the pairs (``users``,
     ``items``) [m] by ``steps`` full-batch Adam steps, every other row fixed; each step draws
     ``negatives`` = k fresh uniform negatives per pair (a generator seeded with ``seed``).
+
+    ``graph`` replaces the model's own, and ``shared`` (with pairs that extend another run's,
+    those first) keeps that run's negatives for its pairs (:func:`_negatives`).
 
     The objective is the model's BPR loss on D_r as an expectation over negatives:
     (1/mk) Σ_(u,i,j) −log σ(ŷ_ui − ŷ_uj) + reg_weight/2 · (mean ‖e⁰‖² of the triples' users,
@@ -142,15 +139,15 @@ def resolve_rows(model, ego: torch.Tensor, rows: torch.Tensor, users: torch.Tens
     """
     m, k, n_users, n_items = len(users), negatives, model.n_users, model.n_items
     objective = SampledBPR(users.to(ego.device), items.to(ego.device), k, n_users, n_items)
-    graph = as_csr(model.graph())
+    graph = as_csr(model.graph() if graph is None else graph)
     nodes = torch.cat([users.to(ego.device), items.to(ego.device) + n_users])
     on_rows = torch.bincount(nodes, minlength=len(ego)).to(ego.dtype).index_select(0, rows) / m  # [r]
     theta = ego.index_select(0, rows).clone()  # no autograd: its gradient is set each step
     optimizer = torch.optim.Adam([theta], lr=lr)
-    draws = torch.Generator().manual_seed(seed)
+    draw = _negatives(n_items, m, k, seed, shared)
     current = ego.clone()
     for _ in range(steps):
-        drawn = torch.randint(1, n_items, (m, k), generator=draws).view(-1).to(ego.device)  # pair-major
+        drawn = draw().to(ego.device)  # pair-major
         current.index_copy_(0, rows, theta)
         out = objective.gradient(*model.propagate(current, graph), drawn)
         g = torch.cat(model.propagate(torch.cat(out), graph)).index_select(0, rows)
@@ -160,8 +157,22 @@ def resolve_rows(model, ego: torch.Tensor, rows: torch.Tensor, users: torch.Tens
     return current.index_copy_(0, rows, theta)
 
 
+def _negatives(n_items: int, m: int, k: int, seed: int, shared: int | None = None):
+    """A function drawing k uniform negatives in [1, n_items) for each of m pairs, [mk]
+    pair-major, fresh at every call, from a generator seeded with ``seed``.  With ``shared``
+    only the first ``shared`` pairs draw from it and the rest from a second generator, so a
+    run on a pair set that extends another (its pairs first) gives those pairs the same
+    negatives (common random numbers, for a difference of two runs)."""
+    draws = torch.Generator().manual_seed(seed)
+    if shared is None or shared == m:
+        return lambda: torch.randint(1, n_items, (m, k), generator=draws).view(-1)
+    extra = torch.Generator().manual_seed(seed + 1)
+    return lambda: torch.cat([torch.randint(1, n_items, (shared, k), generator=draws),
+                              torch.randint(1, n_items, (m - shared, k), generator=extra)]).view(-1)
+
+
 def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
-                steps: int, lr: float, negatives: int, seed: int) -> torch.Tensor:
+                steps: int, lr: float, negatives: int, seed: int, graph=None, shared: int | None = None) -> torch.Tensor:
     """``ego`` [n_users + n_items, d] with the rows of ``f_users`` [F] refitted to their own
     pairs among (``users``, ``items``) [m] by ``steps`` Adam steps, against the item outputs of
     ``ego``, held fixed.
@@ -172,14 +183,15 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
     of the users' BPR terms (k fresh negatives per pair, their mean), plus the regulariser of
     the joint objective restricted to them.  The users' effect on the items' outputs, and
     through them on each other's, is left out: that is what makes a step cost the F users'
-    pairs only.
+    pairs only.  ``graph`` and ``shared`` as in :func:`resolve_rows`.
     """
     own = torch.isin(users, f_users)
+    shared = None if shared is None else int(own[:shared].sum())
     users, items = users[own], items[own]
     if not len(users):
         return ego
     n_users, n_items = model.n_users, model.n_items
-    graph = as_csr(model.graph())
+    graph = as_csr(model.graph() if graph is None else graph)
     column = torch.arange(len(f_users), device=ego.device)
     indicator = ego.new_zeros(len(ego), len(f_users)).index_put_((f_users, column), ego.new_ones(len(f_users)))
     self_weight = model.propagate(indicator, graph)[0][f_users, column].unsqueeze(1)  # [F, 1]
@@ -189,10 +201,10 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
     start = ego.index_select(0, f_users)
     theta = start.clone()
     optimizer = torch.optim.Adam([theta], lr=lr)
-    draws = torch.Generator().manual_seed(seed)
+    draw = _negatives(n_items, len(users), negatives, seed, shared)
     out = user_out.clone()
     for _ in range(steps):
-        drawn = torch.randint(1, n_items, (len(users), negatives), generator=draws).view(-1).to(ego.device)
+        drawn = draw().to(ego.device)
         out.index_copy_(0, f_users, user_out.index_select(0, f_users) + self_weight * (theta - start))
         to_user = objective.gradient(out, item_out, drawn, to_items=False)[0].index_select(0, f_users)
         theta.grad = to_user.mul_(self_weight).addcmul_(reg, theta)
