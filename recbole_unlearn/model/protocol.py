@@ -27,8 +27,9 @@ Required of every model:
 Provided here, overridden where a model knows better: ``ego_embeddings``, ``write_ego``,
 ``drop_pairs`` (the structure of D_r after a request), ``training_loss``,
 ``final_embeddings``, ``graph`` / ``propagate`` (graph models), ``row_objective``,
-``history_of``, ``rows_without_pairs`` (where a retrain leaves a user with no training pair), and the optional capability ``exact_blocks`` (closed-form row re-solves, as
-``implicit``'s ALS offers ``partial_fit_users``).
+``history_of``, ``rows_without_pairs`` (where a retrain leaves a user with no training pair),
+and the optional capability ``exact_blocks`` (closed-form row re-solves, as ``implicit``'s ALS
+offers ``partial_fit_users``).
 """
 from __future__ import annotations
 
@@ -73,9 +74,9 @@ class UnlearnableModel:
 
     def rows_without_pairs(self, users: Tensor, initial: Callable[[], Tensor]) -> Tensor:
         """The ego rows [k, d] a retrain on D_r ends with for the ``users`` [k] left with no
-        training pair, given ``initial``, a function returning the rows it starts from [k, d].  Here:
-        those rows, for a loss that reaches a user only through the user's own pairs (BPR on
-        sampled triples: such a user is in no batch, and no step moves the row)."""
+        training pair, given ``initial``, a function returning the rows it starts from [k, d].
+        Here: those rows, for a loss that reaches a user only through the user's own pairs (BPR
+        on sampled triples: such a user is in no batch, and no step moves the row)."""
         return initial()
 
     def clear_cache(self) -> None:

@@ -160,8 +160,8 @@ class Unlearner(BestStateTrainer):
     #: keys of :meth:`method_state` whose tensors are split by rows across the processes of a
     #: group (rank r holds rows r, r + N, ...: ``distributed.owned``; gathered before saving)
     sharded_state: ClassVar[tuple[str, ...]] = ()
-    #: whether the request's users left with no training data get the rows a retrain starts
-    #: from (:meth:`reset_deleted_users`); off for methods that build a fresh model themselves
+    #: whether the request's users left with no training data get the rows a retrain ends
+    #: with (:meth:`reset_deleted_users`); off for methods that build fresh models themselves
     resets_deleted_users: ClassVar[bool] = True
 
     def __init__(self, config, model: torch.nn.Module):
