@@ -196,6 +196,11 @@ class Config(RecBoleConfig):
             ext["unlearner"] = self.internal_config_dict["unlearner"]
         if ext.get("forget_file") and str(ext.get("forget", "")).lower() != "file":
             raise UnlearnInputError("forget_file is only read with forget=file; add --forget=file")
+        mode = str(ext.get("forget", self.internal_config_dict.get("forget", ""))).lower()
+        for key, modes, instead in (("forget_users", ("users", "random"), "forget_fraction"),
+                                    ("forget_fraction", ("private", "noise"), "forget_users")):
+            if key in ext and mode in modes:
+                logging.getLogger().warning("%s is not read with forget=%s, which takes %s: ignored", key, mode, instead)
 
     def _get_final_config_dict(self):
         self._check_external_keys()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -247,3 +248,24 @@ def test_the_device_follows_use_gpu():
     assert make_config("ENMF", use_gpu=False)["device"] == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert make_config("ENMF", use_gpu=True)["device"].type == expected
+
+
+SIZES = {"forget_users": 5, "forget_fraction": 0.5}
+
+
+@pytest.mark.parametrize("forget, key, instead", [
+    ("users", "forget_users", "forget_fraction"),
+    ("random", "forget_users", "forget_fraction"),
+    ("private", "forget_fraction", "forget_users"),
+    ("noise", "forget_fraction", "forget_users"),
+])
+def test_a_size_key_the_scenario_does_not_read_is_named_as_ignored(caplog, forget, key, instead):
+    """``--forget=users --forget_users=5`` would otherwise delete forget_fraction's share of the
+    users without a word."""
+    with caplog.at_level(logging.WARNING):
+        Config("LightGCN", "ml-100k", config_dict={"forget": forget, key: SIZES[key]})
+    assert f"{key} is not read with forget={forget}, which takes {instead}: ignored" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        Config("LightGCN", "ml-100k", config_dict={"forget": forget, instead: SIZES[instead]})
+    assert "is not read with forget=" not in caplog.text
