@@ -76,6 +76,29 @@ def test_calibration_removes_item_popularity():
     assert abs(float(calibrated)) < 1.0
 
 
+def test_a_user_whose_scores_are_all_equal_ties_and_is_no_reference():
+    """A zero row (ENMF's deleted user) ranks nothing: its pairs score 0, not the item prior
+    −m_i/σ_i that would rank its members by popularity, and the other users' calibration is
+    the one they have without it."""
+    mu, mi, cu, ci = _members_and_candidates()
+    g = torch.Generator().manual_seed(4)
+    scores = torch.rand(N_USERS, N_ITEMS, generator=g) + 3 * torch.rand(1, N_ITEMS, generator=g)
+    popular = torch.argsort(scores[:, 1:].mean(0), descending=True)[:PER_USER] + 1  # the best-liked items
+    mi = mi.copy()
+    mi[mu == 1] = popular.numpy()  # user 1's members are popular items, its non-members not
+    flat = scores.clone()
+    flat[1] = 0.0
+    pairs = sample_membership_pairs(mu, mi, cu, ci, N_USERS, seed=0)
+    own = pairs.member_users == 1
+    calibrated = attack_scores(ScoreTable(flat), pairs.member_users[own], pairs.member_items[own], pairs.reference_users)
+    assert torch.equal(calibrated, torch.zeros(int(own.sum()), dtype=torch.float64))
+    others = np.setdiff1d(pairs.reference_users, [1])
+    rest = pairs.nonmember_users != 1
+    users, items = pairs.nonmember_users[rest], pairs.nonmember_items[rest]
+    with_flat = attack_scores(ScoreTable(flat), users, items, pairs.reference_users)
+    assert torch.allclose(with_flat, attack_scores(ScoreTable(flat), users, items, others))
+
+
 def test_sampling_balances_each_user_and_is_reproducible():
     users = np.array([1, 1, 1, 1, 2, 2, 3])
     items = np.arange(7)

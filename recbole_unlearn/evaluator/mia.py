@@ -11,7 +11,8 @@ the Importance of Difficulty Calibration in Membership Inference Attacks", ICLR 
     a(u, i) = (z_u(i) − m_i) / σ_i                        (the item's "difficulty" removed)
 
 where m_i, σ_i are the mean and standard deviation of z_·(i) over a fixed random sample of
-reference users (up to 1,024).  A pair scores high when the model likes i for u more than it
+reference users (up to 1,024).  A user whose scores are all equal (a zero row) reveals nothing
+of its own: its pairs score 0 and it is no reference user.  A pair scores high when the model likes i for u more than it
 likes i for users in general -- what training on (u, i) does.  The attack's ROC AUC is
 :func:`~recbole_unlearn.evaluator.metrics.membership_auc` (Mann-Whitney), pooled over pairs.
 
@@ -42,6 +43,8 @@ from recbole_unlearn.evaluator.metrics import membership_auc
 _CHUNK = 512
 #: reference users of the item calibration
 N_REFERENCE = 1024
+#: a user's scores count as constant when their spread is below this share of their size
+_CONSTANT = 1e-9
 
 
 @dataclass(frozen=True)
@@ -140,33 +143,41 @@ def request_membership_pairs(request, remaining, heldout: list, seed: int) -> Me
 
 
 @torch.no_grad()
-def _user_standardised(model, users: torch.Tensor) -> torch.Tensor:
-    """z_u(i) for ``users`` over the real items (id >= 1): [len(users), n_items − 1] float64."""
+def _user_standardised(model, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """z_u(i) for ``users`` over the real items (id >= 1), [len(users), n_items − 1] float64,
+    and which users' scores vary at all, [len(users)] bool (a constant row, e.g. ENMF's zero
+    row of a deleted user, ranks nothing: its z is 0)."""
     s = model.full_sort_predict(Interaction({model.USER_ID: users})).view(len(users), -1)[:, 1:].double()
-    return (s - s.mean(dim=1, keepdim=True)) / s.std(dim=1, keepdim=True).clamp_min(1e-12)
+    std = s.std(dim=1, keepdim=True)
+    varies = (std > _CONSTANT * s.abs().amax(dim=1, keepdim=True).clamp_min(1.0)).squeeze(1)
+    return (s - s.mean(dim=1, keepdim=True)) / std.clamp_min(1e-12) * varies.unsqueeze(1), varies
 
 
 @torch.no_grad()
 def attack_scores(model, users: np.ndarray, items: np.ndarray, reference_users: np.ndarray) -> torch.Tensor:
-    """Difficulty-calibrated scores a(u, i) of the pairs (module docstring): [n] float64."""
+    """Difficulty-calibrated scores a(u, i) of the pairs (module docstring): [n] float64.
+
+    A user whose scores are all equal gives the attacker nothing of its own, so its pairs score
+    0 (ties: half a win against any pair), and it is left out of the items' reference
+    statistics; otherwise the calibration alone, −m_i / σ_i, would rank that user's items by
+    how much other users like them."""
     model.eval()
-    total, total_sq = 0.0, 0.0
+    total, total_sq, n = 0.0, 0.0, 0
     ref = torch.as_tensor(reference_users, dtype=torch.long)
     for start in range(0, len(ref), _CHUNK):
-        z = _user_standardised(model, ref[start : start + _CHUNK])
-        total, total_sq = total + z.sum(dim=0), total_sq + (z * z).sum(dim=0)
-    n = len(ref)
-    mean = total / n
+        z, varies = _user_standardised(model, ref[start : start + _CHUNK])
+        total, total_sq, n = total + z.sum(dim=0), total_sq + (z * z).sum(dim=0), n + int(varies.sum())
+    mean = total / max(n, 1)
     std = ((total_sq - n * mean * mean) / max(n - 1, 1)).clamp_min(0).sqrt().clamp_min(1e-12)  # [n_items − 1]
     users_t = torch.as_tensor(np.asarray(users), dtype=torch.long)
     items_t = torch.as_tensor(np.asarray(items), dtype=torch.long) - 1
     uniq, row = torch.unique(users_t, return_inverse=True)
     out = torch.zeros(len(users_t), dtype=torch.float64)
     for start in range(0, len(uniq), _CHUNK):
-        z = _user_standardised(model, uniq[start : start + _CHUNK])
+        z, varies = _user_standardised(model, uniq[start : start + _CHUNK])
         sel = (row >= start) & (row < start + _CHUNK)
-        i = items_t[sel]
-        out[sel] = (z[row[sel] - start, i] - mean[i]) / std[i]
+        i, local = items_t[sel], row[sel] - start
+        out[sel] = (z[local, i] - mean[i]) / std[i] * varies[local]
     return out
 
 
