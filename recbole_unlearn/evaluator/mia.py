@@ -11,10 +11,11 @@ the Importance of Difficulty Calibration in Membership Inference Attacks", ICLR 
     a(u, i) = (z_u(i) − m_i) / σ_i                        (the item's "difficulty" removed)
 
 where m_i, σ_i are the mean and standard deviation of z_·(i) over a fixed random sample of
-reference users (up to 1,024).  A user whose scores are all equal (a zero row) reveals nothing
-of its own: its pairs score 0 and it is no reference user.  A pair scores high when the model likes i for u more than it
-likes i for users in general -- what training on (u, i) does.  The attack's ROC AUC is
-:func:`~recbole_unlearn.evaluator.metrics.membership_auc` (Mann-Whitney), pooled over pairs.
+reference users (up to 1,024).  A pair scores high when the model likes i for u more than it
+likes i for users in general -- what training on (u, i) does.  A user whose scores are all
+equal (a zero row) reveals nothing of its own: its pairs score 0 and it is no reference user.
+The attack's ROC AUC is :func:`~recbole_unlearn.evaluator.metrics.membership_auc`
+(Mann-Whitney), pooled over pairs.
 
 Non-members are drawn from the distribution the members came from, so that a model that never
 saw the members cannot tell the two apart (AUC 0.5 in expectation, which is where Retrain lands):
