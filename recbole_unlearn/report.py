@@ -22,7 +22,7 @@ from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 
 from recbole_unlearn._compat import prepare_trainer_dir
-from recbole_unlearn.data.remaining import pairs, select_rows
+from recbole_unlearn.data.remaining import pairs, select_rows, users_without_pairs
 from recbole_unlearn.evaluator import mean_rbo, repredict_score
 from recbole_unlearn.evaluator.mia import MembershipPairs, membership_attack_auc, request_membership_pairs
 
@@ -47,7 +47,7 @@ class EvalSetup:
 def make_eval_setup(config, remaining, valid_ds, test_loader, request) -> EvalSetup:
     """Loaders and masks for evaluating rows after ``request`` (``remaining`` is D_r)."""
     users = torch.as_tensor(request.forget_users, dtype=torch.long)
-    deleted = int((~torch.isin(users, pairs(remaining)[0])).sum())  # users with no pair left in D_r
+    deleted = len(users_without_pairs(remaining, users))
     test_ds = test_loader._dataset
     in_request = torch.isin(test_ds.inter_feat[test_ds.uid_field], users)
     test_forget = None

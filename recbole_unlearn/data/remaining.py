@@ -26,6 +26,11 @@ def pairs(dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return inter[dataset.uid_field].long(), inter[dataset.iid_field].long()
 
 
+def users_without_pairs(dataset, users: torch.Tensor) -> torch.Tensor:
+    """The ``users`` [k] that have no interaction in ``dataset`` (e.g. deleted whole from D_r), [≤ k]."""
+    return users[~torch.isin(users, pairs(dataset)[0])]
+
+
 def dataset_keys(dataset) -> np.ndarray:
     """Pair keys of a dataset's interactions, [n_inter]."""
     users, items = pairs(dataset)

@@ -17,7 +17,7 @@ from recbole_unlearn import distributed
 from recbole_unlearn._compat import data_parallel_model, prepare_trainer_dir
 from recbole_unlearn.config import config_with, plugin_specs
 from recbole_unlearn.data.forget import ForgetRequest
-from recbole_unlearn.data.remaining import pairs, remaining_dataset, train_loader
+from recbole_unlearn.data.remaining import remaining_dataset, train_loader, users_without_pairs
 from recbole_unlearn.errors import UnlearnInputError
 from recbole_unlearn.options import convert
 
@@ -226,9 +226,8 @@ class Unlearner(BestStateTrainer):
         (:meth:`initial_ego`; such a user is in no batch, so no step moves them), for ENMF 0.
         Whatever the method left there (WarmStart leaves Θ_a's trained row, which still ranks
         items by the deleted history) is replaced.  Counted in ``info["users_reset"]``."""
-        forget = torch.unique(torch.as_tensor(task.request.forget_users, dtype=torch.long))
-        left = torch.bincount(pairs(remaining)[0], minlength=self.model.n_users).index_select(0, forget)
-        deleted = forget[left == 0].to(self.device)
+        forget = torch.as_tensor(task.request.forget_users, dtype=torch.long)
+        deleted = users_without_pairs(remaining, forget).to(self.device)
         if not len(deleted):
             return
         ego = self.model.ego_embeddings().detach().clone()
