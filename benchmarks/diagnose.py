@@ -72,8 +72,9 @@ def contrast(model, exp, fresh: torch.Tensor, f_users: torch.Tensor, users, item
     forgotten = torch.as_tensor(exp.request.users, dtype=torch.long), torch.as_tensor(exp.request.items, dtype=torch.long)
     all_users, all_items = torch.cat([users, forgotten[0]]), torch.cat([items, forgotten[1]])
     graph = normalized_adjacency(all_users.numpy(), all_items.numpy(), n_users, n_items)
-    solved = [resolve_rows(model, start, rows, u, i, 10, 0.03, 4, seed, graph=g, shared=len(users))
-              for u, i, g in ((users, items, model.graph()), (all_users, all_items, graph))]
+    among = [(len(all_users), torch.arange(len(users))), None]  # D_r's pairs lead D_a's: the same negatives
+    solved = [resolve_rows(model, start, rows, u, i, 10, 0.03, 4, seed, graph=g, among=a)
+              for u, i, g, a in ((users, items, model.graph(), among[0]), (all_users, all_items, graph, among[1]))]
     return solved[0] - solved[1]
 
 

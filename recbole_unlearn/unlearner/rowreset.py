@@ -123,13 +123,15 @@ class RowReset(Unlearner):
 
 
 def resolve_rows(model, ego: torch.Tensor, rows: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
-                 steps: int, lr: float, negatives: int, seed: int, graph=None, shared: int | None = None) -> torch.Tensor:
+                 steps: int, lr: float, negatives: int, seed: int, graph=None,
+                 among: tuple[int, torch.Tensor] | None = None) -> torch.Tensor:
     """``ego`` [n_users + n_items, d] with its ``rows`` [r] re-solved on the pairs (``users``,
     ``items``) [m] by ``steps`` full-batch Adam steps, every other row fixed; each step draws
     ``negatives`` = k fresh uniform negatives per pair (a generator seeded with ``seed``).
 
-    ``graph`` replaces the model's own, and ``shared`` (with pairs that extend another run's,
-    those first) keeps that run's negatives for its pairs (:func:`_negatives`).
+    ``graph`` replaces the model's own; ``among`` = (M, positions [m]) places the pairs in a
+    base set of M pairs whose negatives are drawn, so that runs on subsets of one base set give
+    a pair they share the same negatives (:func:`_negatives`).
 
     The objective is the model's BPR loss on D_r as an expectation over negatives:
     (1/mk) Σ_(u,i,j) −log σ(ŷ_ui − ŷ_uj) + reg_weight/2 · (mean ‖e⁰‖² of the triples' users,
@@ -144,7 +146,7 @@ def resolve_rows(model, ego: torch.Tensor, rows: torch.Tensor, users: torch.Tens
     on_rows = torch.bincount(nodes, minlength=len(ego)).to(ego.dtype).index_select(0, rows) / m  # [r]
     theta = ego.index_select(0, rows).clone()  # no autograd: its gradient is set each step
     optimizer = torch.optim.Adam([theta], lr=lr)
-    draw = _negatives(n_items, m, k, seed, shared)
+    draw = _negatives(n_items, m, k, seed, among)
     current = ego.clone()
     for _ in range(steps):
         drawn = draw().to(ego.device)  # pair-major
@@ -157,22 +159,21 @@ def resolve_rows(model, ego: torch.Tensor, rows: torch.Tensor, users: torch.Tens
     return current.index_copy_(0, rows, theta)
 
 
-def _negatives(n_items: int, m: int, k: int, seed: int, shared: int | None = None):
+def _negatives(n_items: int, m: int, k: int, seed: int, among: tuple[int, torch.Tensor] | None = None):
     """A function drawing k uniform negatives in [1, n_items) for each of m pairs, [mk]
-    pair-major, fresh at every call, from a generator seeded with ``seed``.  With ``shared``
-    only the first ``shared`` pairs draw from it and the rest from a second generator, so a
-    run on a pair set that extends another (its pairs first) gives those pairs the same
-    negatives (common random numbers, for a difference of two runs)."""
+    pair-major, fresh at every call, from a generator seeded with ``seed``.  With ``among`` =
+    (M, positions [m]) each call draws for the M pairs of a base set and keeps those at the
+    positions: two runs on subsets of one base set draw the same negatives for a pair both hold
+    (common random numbers, for a difference of two runs)."""
     draws = torch.Generator().manual_seed(seed)
-    if shared is None or shared == m:
+    if among is None:
         return lambda: torch.randint(1, n_items, (m, k), generator=draws).view(-1)
-    extra = torch.Generator().manual_seed(seed + 1)
-    return lambda: torch.cat([torch.randint(1, n_items, (shared, k), generator=draws),
-                              torch.randint(1, n_items, (m - shared, k), generator=extra)]).view(-1)
+    base, positions = among[0], among[1].cpu()
+    return lambda: torch.randint(1, n_items, (base, k), generator=draws).index_select(0, positions).view(-1)
 
 
 def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
-                steps: int, lr: float, negatives: int, seed: int, graph=None, shared: int | None = None) -> torch.Tensor:
+                steps: int, lr: float, negatives: int, seed: int, graph=None) -> torch.Tensor:
     """``ego`` [n_users + n_items, d] with the rows of ``f_users`` [F] refitted to their own
     pairs among (``users``, ``items``) [m] by ``steps`` Adam steps, against the item outputs of
     ``ego``, held fixed.
@@ -183,10 +184,9 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
     of the users' BPR terms (k fresh negatives per pair, their mean), plus the regulariser of
     the joint objective restricted to them.  The users' effect on the items' outputs, and
     through them on each other's, is left out: that is what makes a step cost the F users'
-    pairs only.  ``graph`` and ``shared`` as in :func:`resolve_rows`.
+    pairs only.  ``graph`` as in :func:`resolve_rows`.
     """
     own = torch.isin(users, f_users)
-    shared = None if shared is None else int(own[:shared].sum())
     users, items = users[own], items[own]
     if not len(users):
         return ego
@@ -201,7 +201,7 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
     start = ego.index_select(0, f_users)
     theta = start.clone()
     optimizer = torch.optim.Adam([theta], lr=lr)
-    draw = _negatives(n_items, len(users), negatives, seed, shared)
+    draw = _negatives(n_items, len(users), negatives, seed)
     out = user_out.clone()
     for _ in range(steps):
         drawn = draw().to(ego.device)
