@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from recbole.utils import init_seed
 
 from conftest import make_config, tiny_experiment
 from recbole_unlearn.data.remaining import pairs
@@ -40,16 +41,21 @@ def test_a_subset_of_the_base_set_draws_its_negatives():
         assert int(drawn.min()) >= 1 and int(drawn.max()) < 50
 
 
-@pytest.mark.parametrize("users", ["refit", "move"])
-def test_the_rows_move_by_the_scaled_difference_of_two_replays(users):
+@pytest.mark.parametrize("start, users", [("items", "refit"), ("model", "move")])
+def test_the_rows_move_by_the_scaled_difference_of_two_replays(start, users):
     """Each item row (with ``replay_users`` move, each forgetting user's row too) is Θ_a's plus
-    c·(R(D_r) − R(D_a)), R the replay from Θ_a's rows, on D_a with its own graph and on D_r with
-    D_r's, with the same negatives for the pairs D_r keeps; users outside the request keep
-    Θ_a's rows; c = 0 moves none."""
+    c·(R(D_r) − R(D_a)), R the replay from Θ_a's rows (``replay_from`` items: every user's row
+    at the value a retrain starts from), on D_a with its own graph and on D_r with D_r's, with
+    the same negatives for the pairs D_r keeps; users outside the request keep Θ_a's rows;
+    c = 0 moves none."""
     exp = tiny_experiment("LightGCN", forget="private")
-    config = _config(exp, replay_users=users)
+    config = _config(exp, replay_from=start, replay_users=users)
     p = DeltaReplay.params_class.from_config(config)
-    origin = theta = exp.original.ego_embeddings().detach()
+    theta = exp.original.ego_embeddings().detach()
+    origin = theta.clone()
+    if start == "items":
+        init_seed(config["seed"], config["reproducibility"])
+        origin[:exp.original.n_users] = config.model_class(config, exp.train).ego_embeddings().detach()[:exp.original.n_users]
     every = torch.arange(len(origin))
     on_a, on_r = copy.deepcopy(exp.original), copy.deepcopy(exp.original)
     on_r.set_train_data(exp.remaining)
@@ -63,7 +69,7 @@ def test_the_rows_move_by_the_scaled_difference_of_two_replays(users):
     difference = replay(on_r, users_r, items_r, (len(keys_a), positions)) - replay(on_a, users_a, items_a, None)
 
     n_users = exp.original.n_users
-    moved = {c: run_unlearner(exp, DeltaReplay, _config(exp, replay_users=users, replay_scale=c))
+    moved = {c: run_unlearner(exp, DeltaReplay, _config(exp, replay_from=start, replay_users=users, replay_scale=c))
              .model.ego_embeddings().detach() for c in (0.0, 2.0)}
     forgetting = torch.zeros(n_users + exp.original.n_items, dtype=torch.bool)
     forgetting[torch.as_tensor(exp.request.forget_users)] = True

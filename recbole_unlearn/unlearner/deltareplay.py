@@ -8,12 +8,15 @@ and also the rest of Θ_a's long training, which is what keeps the forgetting us
 to a retrain's (RBO); keeping the rows keeps about half of the membership signal
 (``benchmarks/diagnose.py``, rows (f) and (g)).  DeltaReplay estimates the pull instead:
 
-1. R(D) is a replay: every ego row starts from the model's own and takes ``replay_steps``
-   full-batch Adam steps on the BPR objective of the pairs D (:func:`resolve_rows`, with
-   ``replay_negatives`` fresh uniform negatives per pair and step).  The runs on D_a (its
-   graph) and on D_r (D_r's) draw the same negatives for every pair both hold (common random
-   numbers), so their difference R(D_r) − R(D_a) [n_users + n_items, d] is what the forgotten
-   pairs change, the drift that any short Adam run adds cancelling out;
+1. R(D) is a replay: from the model's item rows and every user's row at the value a retrain
+   starts from (``replay_from`` items; ``model``: the model's user rows too), every ego row
+   takes ``replay_steps`` full-batch Adam steps on the BPR objective of the pairs D
+   (:func:`resolve_rows`, with ``replay_negatives`` fresh uniform negatives per pair and step).
+   The runs on D_a (its graph) and on D_r (D_r's) draw the same negatives for every pair both
+   hold (common random numbers), so their difference R(D_r) − R(D_a) [n_users + n_items, d]
+   is what the forgotten pairs change, the drift that any short Adam run adds cancelling out.
+   The users start unfitted so that every pair pulls on its item as it did early in training:
+   from a fitted model a well-memorised pair's gradient is small, and the replay barely moves it;
 2. every item row becomes Θ_a's plus ``replay_scale`` = c times that difference;
 3. the forgetting users' rows are set to the rows a retrain starts from and refit
    (:func:`refit_users`, ``replay_refit_steps`` steps) to their remaining pairs against the
@@ -22,14 +25,8 @@ to a retrain's (RBO); keeping the rows keeps about half of the membership signal
 
 R(D_a) does not depend on the request: it is the preparation (``pretrain_time_s``, reported
 beside the request's time), which a platform can run as soon as a model is published; as it
-starts from that model's rows, every model of a chain needs its own.  A request costs one
+starts from that model's item rows, every model of a chain needs its own.  A request costs one
 replay and the refit, as RowReset's re-solve does.
-
-Where it stands (``benchmarks/results/validate_keys/DeltaReplay-LightGCN.md``): on the
-validation requests it keeps the forgetting users' top-10 closer to a retrain's than RowReset on
-``private`` requests, but a replay from a fitted model moves a well-memorised pair little (its
-gradient there is small), so on ``noise`` requests it leaves a third to a half of the
-membership gap; RowReset stays LightGCN's default.
 
 It builds on the amnesiac idea of undoing the updates that the forgotten data made (Graves,
 Nagisetty and Ganesh, "Amnesiac Machine Learning", AAAI 2021), estimated here by a difference of
@@ -56,6 +53,7 @@ class DeltaReplayParams(Params):
     replay_lr: float = 0.03
     replay_negatives: int = 4
     replay_scale: float = 2.5
+    replay_from: str = "items"
     replay_users: str = "refit"
     replay_refit_steps: int = 25
     replay_refit_lr: float = 0.01
@@ -75,15 +73,18 @@ class DeltaReplay(Unlearner):
                 f"which {model_class.__name__} is not; use AltEraser")
 
     def pretrain(self, task) -> bool:
-        """R(D_a) [n_users + n_items, d] from the model's rows, on D_a's graph."""
+        """R(D_a) [n_users + n_items, d] on D_a's graph, and the rows a retrain starts from."""
         self._n_pairs = len(task.train.inter_feat)
+        self._initial = self.initial_ego(task.train)
         self._solved_a = self._replay(*pairs(task.train), torch.arange(self._n_pairs))
         return True
 
     def _replay(self, users: torch.Tensor, items: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """R(D) on the model's current graph for the pairs (``users``, ``items``) [m], which sit
         at ``positions`` [m] of D_a's pairs (whose negatives are drawn), [n_users + n_items, d]."""
-        p, start = self.params, self.model.ego_embeddings().detach()
+        p, start = self.params, self.model.ego_embeddings().detach().clone()
+        if p.replay_from == "items":
+            start[:self.model.n_users] = self._initial[:self.model.n_users]
         every = torch.arange(len(start), device=self.device)
         return resolve_rows(self.model, start, every, users.to(self.device), items.to(self.device), p.replay_steps,
                             p.replay_lr, p.replay_negatives, int(self.config["seed"]),
@@ -102,7 +103,7 @@ class DeltaReplay(Unlearner):
         if p.replay_users == "move":
             ego[f_users] += p.replay_scale * difference[f_users]
         else:
-            ego[f_users] = self.initial_ego(remaining)[f_users]
+            ego[f_users] = self._initial[f_users]
             ego = refit_users(model, ego, f_users, users, items, p.replay_refit_steps, p.replay_refit_lr,
                               p.replay_negatives, int(self.config["seed"]) + 2)
         model.write_ego(ego)  # clears the cache
