@@ -8,15 +8,16 @@ and also the rest of Θ_a's long training, which is what keeps the forgetting us
 to a retrain's (RBO); keeping the rows keeps about half of the membership signal
 (``benchmarks/diagnose.py``, rows (f) and (g)).  DeltaReplay estimates the pull instead:
 
-1. R(D) is a replay: from the model's item rows and every user's row at the value a retrain
-   starts from (``replay_from`` items; ``model``: the model's user rows too), every ego row
+1. R(D) is a replay: from the model's rows (``replay_from`` model; ``items``: the model's item
+   rows, every user's row at the value a retrain starts from), every ego row
    takes ``replay_steps`` full-batch Adam steps on the BPR objective of the pairs D
    (:func:`resolve_rows`, with ``replay_negatives`` fresh uniform negatives per pair and step).
    The runs on D_a (its graph) and on D_r (D_r's) draw the same negatives for every pair both
    hold (common random numbers), so their difference R(D_r) − R(D_a) [n_users + n_items, d]
    is what the forgotten pairs change, the drift that any short Adam run adds cancelling out.
-   The users start unfitted so that every pair pulls on its item as it did early in training:
-   from a fitted model a well-memorised pair's gradient is small, and the replay barely moves it;
+   From a fitted model a well-memorised pair's gradient is small and the replay barely moves
+   it; with ``items`` the users start unfitted, so that every pair pulls on its item as it did
+   early in training;
 2. every item row becomes Θ_a's plus ``replay_scale`` = c times that difference;
 3. the forgetting users' rows are set to the rows a retrain starts from and refit
    (:func:`refit_users`, ``replay_refit_steps`` steps) to their remaining pairs against the
@@ -53,7 +54,7 @@ class DeltaReplayParams(Params):
     replay_lr: float = 0.03
     replay_negatives: int = 4
     replay_scale: float = 2.5
-    replay_from: str = "items"
+    replay_from: str = "model"
     replay_users: str = "refit"
     replay_refit_steps: int = 25
     replay_refit_lr: float = 0.01
