@@ -142,6 +142,17 @@ def forgotten_probs(model, request) -> torch.Tensor:
         return model.predict_proba(torch.as_tensor(request.users), torch.as_tensor(request.items))
 
 
+def score_gap_closed(exp, model) -> float:
+    """The share of the gap between Θ_a's and an exact retrain's mean predicted probability of
+    the forgotten pairs that ``model`` closes (1 where it lands on the retrain's); fails when Θ_a
+    does not remember the pairs (a gap under 0.05), where no share means anything."""
+    retrain = run_unlearner(exp, get_unlearner("retrain"))
+    original, gold, ours = (float(forgotten_probs(m, exp.request).mean())
+                            for m in (exp.original, retrain.model, model))
+    assert original - gold > 0.05, (original, gold)
+    return (original - ours) / (original - gold)
+
+
 class UnlearnerContract:
     unlearner: str = ""
     #: the models to run on; None: every plugin model the unlearner does not refuse
