@@ -15,6 +15,7 @@ Rows, each starting from Θ_a (cached as the tables suite caches it, with Retrai
   (f) the forgetting users re-initialised and refit alone (RowReset's refit: 25 steps against
       Θ_a's item outputs), every item keeping Θ_a's row;
   (g) RowReset with its defaults;
+  (i) DeltaReplay with its defaults (its preparation, the replay on D_a, not in its time);
   (h) the forgetting users as in (f), every item row moved by c times the difference that the
       forgotten pairs make to RowReset's re-solve: Θ_a + c·(R(D_r) − R(D_a)), R the ten-step
       re-solve from Retrain's initial rows (the same negatives for the pairs both hold), c = 1, 2, 4.
@@ -42,6 +43,7 @@ from recbole_unlearn.errors import UnlearnInputError  # noqa: E402
 from recbole_unlearn.quick_start import run_unlearner  # noqa: E402
 from recbole_unlearn.report import forget_user_topk, make_eval_setup  # noqa: E402
 from recbole_unlearn.numerics import normalized_adjacency  # noqa: E402
+from recbole_unlearn.unlearner.deltareplay import DeltaReplay  # noqa: E402
 from recbole_unlearn.unlearner.rowreset import RowReset, refit_users, resolve_rows  # noqa: E402
 from recbole_unlearn.unlearner.warm_start import WarmStart  # noqa: E402
 
@@ -144,6 +146,8 @@ def main(argv: list[str]) -> int:
         rows[name] = (measure(model), perf_counter() - start + (difference_s if c else 0.0))
     outcome = run_unlearner(exp, RowReset, bench.config("RowReset", seed))
     rows["(g) RowReset"] = (measure(outcome.model), outcome.time_s)
+    outcome = run_unlearner(exp, DeltaReplay, bench.config("DeltaReplay", seed))
+    rows["(i) DeltaReplay"] = (measure(outcome.model), outcome.time_s)
     warm = run_unlearner(exp, WarmStart, config_with(base, warm_epochs=300, stopping_step=30))
     rows[f"(e) WarmStart to convergence ({warm.info.get('epochs')} epochs)"] = (measure(warm.model), warm.time_s)
 
