@@ -51,7 +51,7 @@ import torch
 from recbole_unlearn.data.remaining import pair_rows, pairs
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner.base import Params, Unlearner
-from recbole_unlearn.unlearner.rowreset import refit_users, resolve_rows
+from recbole_unlearn.unlearner.rowreset import refit_users, refusal_unless_bpr_on_outputs, resolve_rows
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,7 @@ class DeltaReplay(Unlearner):
 
     @classmethod
     def refusal(cls, model_class: type) -> str | None:
-        if getattr(model_class, "bpr_on_outputs", False):
-            return None
-        return (f"DeltaReplay replays BPR training of a model trained with BPR on its outputs (e.g. LightGCN, BPR), "
-                f"which {model_class.__name__} is not; use AltEraser")
+        return refusal_unless_bpr_on_outputs(model_class, "DeltaReplay replays BPR training")
 
     def pretrain(self, task) -> bool:
         """R(D_a) [n_users + n_items, d] on D_a's graph, and the rows a retrain starts from."""

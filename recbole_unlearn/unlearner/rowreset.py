@@ -90,10 +90,7 @@ class RowReset(Unlearner):
 
     @classmethod
     def refusal(cls, model_class: type) -> str | None:
-        if getattr(model_class, "bpr_on_outputs", False):
-            return None
-        return (f"RowReset re-solves rows of a model trained with BPR on its outputs (e.g. LightGCN, BPR), "
-                f"which {model_class.__name__} is not; use AltEraser")
+        return refusal_unless_bpr_on_outputs(model_class, "RowReset re-solves rows")
 
     def erase(self, task, remaining) -> None:
         model, p = self.model, self.params
@@ -120,6 +117,15 @@ class RowReset(Unlearner):
         model.write_ego(ego)  # clears the cache
         self.info.update(rows_reset=int(len(rows)), steps=p.reset_steps + p.reset_user_steps,
                          refit_steps=p.reset_refit_steps)
+
+
+def refusal_unless_bpr_on_outputs(model_class: type, does: str) -> str | None:
+    """None for a model trained with BPR on its outputs (the capability ``bpr_on_outputs``), else
+    the refusal, naming AltEraser: ``does`` (e.g. "RowReset re-solves rows") of such a model."""
+    if getattr(model_class, "bpr_on_outputs", False):
+        return None
+    return (f"{does} of a model trained with BPR on its outputs (e.g. LightGCN, BPR), "
+            f"which {model_class.__name__} is not; use AltEraser")
 
 
 def resolve_rows(model, ego: torch.Tensor, rows: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
@@ -212,4 +218,4 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
     return ego.clone().index_copy_(0, f_users, theta)
 
 
-__all__ = ["RowReset", "RowResetParams", "refit_users", "resolve_rows"]
+__all__ = ["RowReset", "RowResetParams", "refit_users", "refusal_unless_bpr_on_outputs", "resolve_rows"]
