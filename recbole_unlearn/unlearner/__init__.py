@@ -9,6 +9,7 @@ from recbole_unlearn.registry import get_unlearner, register_unlearner, unlearne
 from recbole_unlearn.unlearner import alteraser as _alteraser  # noqa: E402,F401
 from recbole_unlearn.unlearner import deltareplay as _deltareplay  # noqa: E402,F401
 from recbole_unlearn.unlearner import ifru as _ifru  # noqa: E402,F401
+from recbole_unlearn.unlearner import itemnewton as _itemnewton  # noqa: E402,F401
 from recbole_unlearn.unlearner import receraser as _receraser, sisa as _sisa  # noqa: E402,F401
 from recbole_unlearn.unlearner import retrain as _retrain  # noqa: E402,F401
 from recbole_unlearn.unlearner import rowreset as _rowreset  # noqa: E402,F401
