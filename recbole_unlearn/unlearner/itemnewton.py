@@ -44,7 +44,7 @@ shortfall there (15.04) is below DeltaReplay's (21.60) and above RowReset's (9.6
 
 It builds on influence-function unlearning, a Newton step removing the data's term (Koh and
 Liang, "Understanding Black-box Predictions via Influence Functions", ICML 2017; for
-recommendation, IFRU: Zhang, Hu, Zhang, Feng and He, "Recommendation Unlearning via Influence
+recommendation, IFRU: Zhang, Lu, Bai, Zhang, Feng and He, "Recommendation Unlearning via Influence
 Function", ACM TORS 2024), with the curvature taken per item row (as AltEraser's blocks:
 Liu et al., RecSys 2022), on LightGCN (He, Deng, Wang, Li, Zhang and Wang, SIGIR 2020), with
 RowReset's refit of the users.
