@@ -104,11 +104,15 @@ class Bench:
         return config_with(self._configs[unlearner], seed=seed, **keys)
 
     def write_experiment(self, command: str | None, **details) -> None:
-        """Create or update ``experiment.json`` (the commands that produced this folder)."""
+        """Create or update ``experiment.json`` (the commands that produced this folder); the
+        ``unlearners`` of a later command are added to those of the earlier ones."""
         path = self.result_dir / "experiment.json"
         info = read_json(path) or {"kind": self.kind, "dataset": self.dataset, "model": self.model,
                                    "scenario": self.scenario, "tag": self.tag, "overrides": self.overrides,
                                    "commands": []}
+        if "unlearners" in details:
+            earlier = info.get("unlearners", [])
+            details["unlearners"] = earlier + [name for name in details["unlearners"] if name not in earlier]
         info.update(details)
         if command and command not in [c["command"] for c in info["commands"]]:
             info["commands"].append({"command": command, "date": now()})
