@@ -16,6 +16,10 @@ Rows, each starting from Θ_a (cached as the tables suite caches it, with Retrai
       Θ_a's item outputs), every item keeping Θ_a's row;
   (g) RowReset with its defaults;
   (i) DeltaReplay with its defaults (its preparation, the replay on D_a, not in its time);
+  (j) ItemNewton with its defaults;
+  (k) an oracle, not a method: Retrain's own rows, the forgetting users re-initialised and refit
+      (100 steps at 0.01) against Retrain's item outputs: how close the users' refit comes
+      when the item rows are a retrain's;
   (h) the forgetting users as in (f), every item row moved by c times the difference that the
       forgotten pairs make to RowReset's re-solve: Θ_a + c·(R(D_r) − R(D_a)), R the ten-step
       re-solve from Retrain's initial rows (the same negatives for the pairs both hold), c = 1, 2, 4.
@@ -44,6 +48,7 @@ from recbole_unlearn.quick_start import run_unlearner  # noqa: E402
 from recbole_unlearn.report import forget_user_topk, make_eval_setup  # noqa: E402
 from recbole_unlearn.numerics import normalized_adjacency  # noqa: E402
 from recbole_unlearn.unlearner.deltareplay import DeltaReplay  # noqa: E402
+from recbole_unlearn.unlearner.itemnewton import ItemNewton  # noqa: E402
 from recbole_unlearn.unlearner.rowreset import RowReset, refit_users, resolve_rows  # noqa: E402
 from recbole_unlearn.unlearner.warm_start import WarmStart  # noqa: E402
 
@@ -148,6 +153,13 @@ def main(argv: list[str]) -> int:
     rows["(g) RowReset"] = (measure(outcome.model), outcome.time_s)
     outcome = run_unlearner(exp, DeltaReplay, bench.config("DeltaReplay", seed))
     rows["(i) DeltaReplay"] = (measure(outcome.model), outcome.time_s)
+    outcome = run_unlearner(exp, ItemNewton, bench.config("ItemNewton", seed))
+    rows["(j) ItemNewton"] = (measure(outcome.model), outcome.time_s)
+    oracle = copy.deepcopy(retrain)
+    ego = oracle.ego_embeddings().detach().clone()
+    ego[f_users] = fresh[f_users]
+    oracle.write_ego(refit_users(oracle, ego, f_users, users, items, 100, 0.01, 4, seed + 2))
+    rows["(k) oracle: Retrain's items, the forgetting users re-initialised and refit"] = (measure(oracle), None)
     warm = run_unlearner(exp, WarmStart, config_with(base, warm_epochs=300, stopping_step=30))
     rows[f"(e) WarmStart to convergence ({warm.info.get('epochs')} epochs)"] = (measure(warm.model), warm.time_s)
 
