@@ -513,3 +513,16 @@ def test_validate_keys_refuses_a_bad_seed_list_before_any_training(monkeypatch, 
     finally:
         torch.set_num_threads(threads)
     assert capsys.readouterr().err.strip() == "error: star must be true or false, not 'maybe'"
+
+
+def test_a_later_command_adds_its_rows_to_the_experiments_unlearners(tmp_path):
+    """``experiment.json`` keeps every command and the union of their rows, in first-seen order."""
+    from benchmarks.common import Bench
+
+    bench = Bench("tables", "ml-100k", "LightGCN", "private", out=tmp_path)
+    bench.result_dir.mkdir(parents=True)
+    bench.write_experiment("run a", unlearners=["RowReset", "DeltaReplay"])
+    bench.write_experiment("run b", unlearners=["ItemNewton", "RowReset"])
+    info = json.loads((bench.result_dir / "experiment.json").read_text())
+    assert info["unlearners"] == ["RowReset", "DeltaReplay", "ItemNewton"]
+    assert [c["command"] for c in info["commands"]] == ["run a", "run b"]

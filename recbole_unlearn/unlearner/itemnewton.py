@@ -7,14 +7,16 @@ forgotten pairs pulled into them; re-initialising them (RowReset) also loses the
 long training, which is what keeps the forgetting users' top-10 close to a retrain's (RBO).
 With a retrain's item rows, re-initialising the forgetting users and refitting them to their
 remaining pairs lands on Retrain's membership signal and above Retrain*'s RBO@10 on a
-validation request (``benchmarks/diagnose.py`` has the rows without that oracle).  ItemNewton
-estimates those item rows from Θ_a's:
+validation request (``benchmarks/diagnose.py``'s row (k) is that oracle on a test request).
+ItemNewton estimates those item rows from Θ_a's:
 
 1. with the outputs (U [n_users, d], I [n_items, d]) of Θ_a's rows on D_r's graph, each
    forgotten pair (u, i) pulled I_i along U_u with the weight f_ui = mean_j σ(ŷ_ui − ŷ_uj) − 1
    over ``newton_negatives`` uniform negatives j: the pull is r_i = Σ_u f_ui U_u [d];
 2. the item's curvature on D_r is h_i = (1/d) Σ_(u,i) ∈ D_r s_ui ‖U_u‖², s the mean of
-   σ′(ŷ_ui − ŷ_uj) over ``newton_negatives`` negatives: the diagonal of its BPR Hessian;
+   σ′(ŷ_ui − ŷ_uj) over 4 uniform negatives: the mean diagonal of the Hessian of its BPR
+   terms as a positive (adding its terms as a sampled negative did not stop a full step's
+   overshoot on the validation requests: 139–211% of the membership gap at half a step);
 3. the step is ΔI_i = ``newton_scale`` · r_i / (h_i + ``newton_damping`` · median h), with the
    component along the mean user output removed (``newton_hold_popularity``): Θ_a is an
    early-stopped point, not a minimum, so a full Newton step (scale 1, no damping) overshoots
