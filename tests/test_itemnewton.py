@@ -9,7 +9,6 @@ from conftest import make_config, tiny_experiment
 from recbole_unlearn.quick_start import run_unlearner
 from recbole_unlearn.testing import score_gap_closed
 from recbole_unlearn.unlearner.itemnewton import ItemNewton
-from recbole_unlearn.unlearner.rowreset import self_weights
 from unlearner_contract import UnlearnerContract
 
 
@@ -61,7 +60,7 @@ def test_the_step_lowers_the_forgotten_pairs_and_holds_the_mean_user_direction()
     user_out, _ = on_r.propagate(theta, on_r.graph())
     mean_user = user_out[1:].mean(0)
     items = torch.unique(torch.as_tensor(exp.request.items))
-    weights = self_weights(on_r, items + n_users, on_r.graph(), theta)[:, None]
+    weights = on_r.self_weights(items + n_users)[:, None]
     for hold, parallel in ((True, False), (False, True)):
         ego = _moved(exp, newton_hold_popularity=hold)
         out_step = (ego[items + n_users] - theta[items + n_users]) * weights
@@ -89,7 +88,7 @@ def test_no_item_output_moves_past_the_trust_region():
     on_r = _run(exp, newton_refit_steps=0).model
     _, item_out = on_r.propagate(theta, on_r.graph())
     items = torch.unique(torch.as_tensor(exp.request.items))
-    weights = self_weights(on_r, items + n_users, on_r.graph(), theta)[:, None]
+    weights = on_r.self_weights(items + n_users)[:, None]
     norms = item_out[items].norm(dim=1)
     for trust in (0.01, 100.0):
         step = ((_moved(exp, newton_trust=trust)[items + n_users] - theta[items + n_users]) * weights).norm(dim=1)

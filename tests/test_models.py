@@ -200,3 +200,22 @@ def test_enmf_history_without_a_request_is_the_history_of_the_remaining_data():
     model.drop_pairs(remaining, users, items)
     assert torch.equal(model.history.items, rebuilt.items)
     assert not torch.isin(model.trained_pair_keys(), users * model.n_items + items).any()
+
+
+@pytest.mark.parametrize("layers", [0, 1, 2, 3, 4])
+def test_lightgcn_self_weights_in_closed_form_are_the_propagations(layers):
+    """LightGCN's closed-form self-weights Σ_l (L^l)_vv / (L + 1) equal the generic ones read
+    off propagations of indicator columns (which it falls back to past 3 layers), on its own
+    graph and on another one."""
+    from conftest import make_config
+    from recbole_unlearn.model.protocol import UnlearnableModel
+
+    exp = tiny_experiment("LightGCN", forget="private")
+    config = make_config("LightGCN", forget="private", n_layers=layers)
+    model = config.model_class(config, exp.train)
+    nodes = torch.arange(model.n_users + model.n_items)
+    for graph in (None, _model("LightGCN")[1].graph()):
+        closed = model.self_weights(nodes, graph)
+        generic = UnlearnableModel.self_weights(model, nodes, graph, chunk=16)
+        torch.testing.assert_close(closed, generic, rtol=1e-5, atol=1e-6)
+        assert float(closed.min()) >= 1 / (layers + 1) - 1e-6

@@ -70,5 +70,16 @@ class LightGCN(PairwiseModel, GeneralRecommender):
         out = total / (self.n_layers + 1)
         return out[: self.n_users], out[self.n_users :]
 
+    @torch.no_grad()
+    def self_weights(self, nodes: torch.Tensor, graph=None, chunk: int = 512) -> torch.Tensor:
+        """Σ_l (L^l)_vv / (L + 1) [len(nodes)], in closed form for up to 3 layers: the graph is
+        bipartite without self-loops, so (L¹)_vv = (L³)_vv = 0 and (L²)_vv = Σ_j L_vj²."""
+        if self.n_layers > 3:
+            return super().self_weights(nodes, graph, chunk)
+        adj = (self.norm_adj if graph is None else graph).to_sparse_csr()
+        rows = torch.repeat_interleave(torch.arange(adj.shape[0], device=adj.device), adj.crow_indices().diff())
+        squares = torch.zeros(adj.shape[0], dtype=adj.dtype, device=adj.device).index_add_(0, rows, adj.values().square())
+        return ((1 + squares * (self.n_layers >= 2)) / (self.n_layers + 1)).index_select(0, nodes)
+
     def forward(self):
         return self.propagate()

@@ -26,7 +26,7 @@ Required of every model:
 
 Provided here, overridden where a model knows better: ``ego_embeddings``, ``write_ego``,
 ``drop_pairs`` (the structure of D_r after a request), ``training_loss``,
-``final_embeddings``, ``graph`` / ``propagate`` (graph models), ``row_objective``,
+``final_embeddings``, ``graph`` / ``propagate`` / ``self_weights`` (graph models), ``row_objective``,
 ``history_of``, ``rows_without_pairs`` (where a retrain leaves a user with no training pair),
 and the optional capability ``exact_blocks`` (closed-form row re-solves, as ``implicit``'s ALS
 offers ``partial_fit_users``).
@@ -129,6 +129,19 @@ class UnlearnableModel:
         """Score embeddings of ``ego`` through ``graph`` (None: the model's own); a model
         without a graph returns ``outputs(ego)``."""
         return self.outputs(ego)
+
+    @torch.no_grad()
+    def self_weights(self, nodes: Tensor, graph=None, chunk: int = 512) -> Tensor:
+        """The self-weights c_v = ∂out_v/∂e⁰_v [len(nodes)] of the ego rows ``nodes`` (users
+        first) under a linear propagation through ``graph`` (None: the model's own): here read
+        off propagations of their indicator columns, ``chunk`` at a time (1 without a graph)."""
+        ego = self.ego_embeddings().detach()
+        out = [ego.new_zeros(0)]
+        for part in torch.split(nodes, chunk):
+            column = torch.arange(len(part), device=ego.device)
+            indicator = ego.new_zeros(len(ego), len(part)).index_put_((part, column), ego.new_ones(len(part)))
+            out.append(torch.cat(self.propagate(indicator, graph))[part, column])
+        return torch.cat(out)
 
     @torch.no_grad()
     def final_embeddings(self) -> Tensor:

@@ -28,7 +28,7 @@ ItemNewton estimates those item rows from Θ_a's:
    (a trust region: on one validation request, amazon-electronics-14core ``noise`` of seed
    2023, items whose remaining pairs were saturated had almost no curvature, and the unbounded
    step took every user's Recall@20 down by 94%).  The item's ego row moves by ΔI_i / c_i, c_i
-   the propagation's self-weight (:func:`~recbole_unlearn.unlearner.rowreset.self_weights`);
+   the propagation's self-weight (``model.self_weights``);
 4. the forgetting users' rows are set to the rows a retrain starts from and refit
    (:func:`~recbole_unlearn.unlearner.rowreset.refit_users`, ``newton_refit_steps`` steps)
    to their remaining pairs against the moved items.
@@ -62,7 +62,7 @@ from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.numerics import as_csr
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner.base import Params, Unlearner
-from recbole_unlearn.unlearner.rowreset import refit_users, refusal_unless_bpr_on_outputs, self_weights
+from recbole_unlearn.unlearner.rowreset import refit_users, refusal_unless_bpr_on_outputs
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class ItemNewton(Unlearner):
         ego = model.ego_embeddings().detach().clone()
         step, moved = item_steps(model, ego, graph, torch.as_tensor(task.request.users, device=self.device),
                                  torch.as_tensor(task.request.items, device=self.device), users, items, p, seed)
-        ego.index_add_(0, moved + model.n_users, step / self_weights(model, moved + model.n_users, graph, ego)[:, None])
+        ego.index_add_(0, moved + model.n_users, step / model.self_weights(moved + model.n_users, graph).to(ego)[:, None])
         ego[f_users] = self.initial_ego(remaining)[f_users]
         if p.newton_refit_steps:
             ego = refit_users(model, ego, f_users, users, items, p.newton_refit_steps, p.newton_refit_lr,

@@ -178,20 +178,6 @@ def _negatives(n_items: int, m: int, k: int, seed: int, among: tuple[int, torch.
     return lambda: torch.randint(1, n_items, (base, k), generator=draws).index_select(0, positions).view(-1)
 
 
-def self_weights(model, nodes: torch.Tensor, graph, like: torch.Tensor, chunk: int = 512) -> torch.Tensor:
-    """The propagation's self-weights c_v = ∂out_v/∂e⁰_v [len(nodes)] of the ego rows ``nodes``
-    (users first: node ``n_users + i`` is item i), read off propagations of their indicator
-    columns, ``chunk`` at a time (1 for matrix factorisation; Σ_l (L^l)_vv / (L + 1) for
-    LightGCN).  ``like`` gives the dtype and device."""
-    out = []
-    for part in torch.split(nodes, chunk):
-        column = torch.arange(len(part), device=like.device)
-        indicator = like.new_zeros(len(like), len(part)).index_put_((part, column), like.new_ones(len(part)))
-        outputs = torch.cat(model.propagate(indicator, graph))
-        out.append(outputs[part, column])
-    return torch.cat(out) if out else like.new_zeros(0)
-
-
 def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
                 steps: int, lr: float, negatives: int, seed: int, graph=None) -> torch.Tensor:
     """``ego`` [n_users + n_items, d] with the rows of ``f_users`` [F] refitted to their own
@@ -199,12 +185,12 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
     ``ego``, held fixed.
 
     A user's output moves with its ego row by the propagation's self-weight c_u = ∂U_u/∂e⁰_u
-    (1 for matrix factorisation, Σ_l (L^l)_uu / (L + 1) for LightGCN; read off one propagation
-    of the users' indicator columns), so the step's gradient is c_u times the output gradient
-    of the users' BPR terms (k fresh negatives per pair, their mean), plus the regulariser of
-    the joint objective restricted to them.  The users' effect on the items' outputs, and
-    through them on each other's, is left out: that is what makes a step cost the F users'
-    pairs only.  ``graph`` as in :func:`resolve_rows`.
+    (1 for matrix factorisation, Σ_l (L^l)_uu / (L + 1) for LightGCN: ``model.self_weights``),
+    so the step's gradient is c_u times the output gradient of the users' BPR terms (k fresh
+    negatives per pair, their mean), plus the regulariser of the joint objective restricted to
+    them.  The users' effect on the items' outputs, and through them on each other's, is left
+    out: that is what makes a step cost the F users' pairs only.  ``graph`` as in
+    :func:`resolve_rows`.
     """
     own = torch.isin(users, f_users)
     users, items = users[own], items[own]
@@ -212,7 +198,7 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
         return ego
     n_users, n_items = model.n_users, model.n_items
     graph = as_csr(model.graph() if graph is None else graph)
-    self_weight = self_weights(model, f_users, graph, ego).unsqueeze(1)  # [F, 1]
+    self_weight = model.self_weights(f_users, graph).to(ego).unsqueeze(1)  # [F, 1]
     user_out, item_out = model.propagate(ego, graph)
     objective = SampledBPR(users, items, negatives, n_users, n_items)
     reg = torch.bincount(users, minlength=n_users).to(ego.dtype)[f_users].unsqueeze(1) / len(users) * model.reg_weight
@@ -230,4 +216,4 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
     return ego.clone().index_copy_(0, f_users, theta)
 
 
-__all__ = ["RowReset", "RowResetParams", "refit_users", "refusal_unless_bpr_on_outputs", "resolve_rows", "self_weights"]
+__all__ = ["RowReset", "RowResetParams", "refit_users", "refusal_unless_bpr_on_outputs", "resolve_rows"]
