@@ -42,8 +42,11 @@ eighth) with Recall@20 of all users in band on seven, but the share of the step 
 retrain's membership signal differs between models: it moves amazon-electronics-14core's
 requests past a retrain's (104–221% of the gap; the seed-2023 models stopped early), and the
 forgetting users' Recall@20 of one amazon request is 26% over a retrain's.  Its summed
-shortfall there (14.29) is below DeltaReplay's (21.60) and above RowReset's (9.67), which
-stays LightGCN's default.
+shortfall there (14.29) is below DeltaReplay's (21.60) and above RowReset's (9.67).  On
+adm-cure4rec's 5-core, where no key was chosen, it is below RowReset's (16.44 against 25.07)
+only through the two requests whose models stopped early, and above it without them (4.92
+against 4.35; ``ItemNewton-RowReset-LightGCN-adm-cure4rec-5core.md``): RowReset stays
+LightGCN's default.
 
 It builds on influence-function unlearning, a Newton step removing the data's term (Koh and
 Liang, "Understanding Black-box Predictions via Influence Functions", ICML 2017; for
