@@ -48,27 +48,38 @@ def test_only_the_request_rows_move_in_proportion_to_the_scale():
     torch.testing.assert_close(rows[0.1][forgetting], initial[forgetting])
 
 
+class _OnRemaining:
+    """What the tests read ItemNewton's steps against: Θ_a's rows, the request's items [t],
+    Θ_a's outputs on D_r's graph and those items' self-weights [t, 1]."""
+
+    def __init__(self, exp):
+        self.exp, n_users = exp, exp.original.n_users
+        on_r = _run(exp, newton_refit_steps=0).model  # its graph is D_r's
+        self.theta = exp.original.ego_embeddings().detach()
+        self.user_out, self.item_out = on_r.propagate(self.theta, on_r.graph())
+        self.items = torch.unique(torch.as_tensor(exp.request.items))
+        self.rows = self.items + n_users
+        self.weights = on_r.self_weights(self.rows)[:, None]
+
+    def output_step(self, **keys) -> torch.Tensor:
+        """Each request item's output step (ego step × self-weight) with ``keys``, no refit, [t, d]."""
+        return (_moved(self.exp, **keys)[self.rows] - self.theta[self.rows]) * self.weights
+
+
 def test_the_step_lowers_the_forgotten_pairs_and_holds_the_mean_user_direction():
     """In output space (ego step × self-weight) each item's step is orthogonal to the mean user
     output of Θ_a on D_r (``newton_hold_popularity``), and it lowers the forgotten pairs' scores
     under Θ_a's user outputs; without the hold the step has a component along that direction."""
     exp = tiny_experiment("LightGCN", forget="private")
-    model = exp.original
-    n_users = model.n_users
-    on_r = _run(exp, newton_refit_steps=0).model  # its graph is D_r's
-    theta = model.ego_embeddings().detach()
-    user_out, _ = on_r.propagate(theta, on_r.graph())
-    mean_user = user_out[1:].mean(0)
-    items = torch.unique(torch.as_tensor(exp.request.items))
-    weights = on_r.self_weights(items + n_users)[:, None]
+    at = _OnRemaining(exp)
+    mean_user = at.user_out[1:].mean(0)
     for hold, parallel in ((True, False), (False, True)):
-        ego = _moved(exp, newton_hold_popularity=hold)
-        out_step = (ego[items + n_users] - theta[items + n_users]) * weights
+        out_step = at.output_step(newton_hold_popularity=hold)
         along = (out_step @ mean_user).abs().max() / out_step.norm(dim=1).max() / mean_user.norm()
         assert (float(along) > 1e-3) == parallel, (hold, float(along))
-        full = torch.zeros(model.n_items, theta.shape[1]).index_copy_(0, items, out_step)
+        full = torch.zeros(exp.original.n_items, at.theta.shape[1]).index_copy_(0, at.items, out_step)
         u, i = torch.as_tensor(exp.request.users), torch.as_tensor(exp.request.items)
-        assert float((user_out[u] * full[i]).sum(1).mean()) < 0
+        assert float((at.user_out[u] * full[i]).sum(1).mean()) < 0
 
 
 def test_damping_bounds_the_step():
@@ -83,15 +94,10 @@ def test_damping_bounds_the_step():
 def test_no_item_output_moves_past_the_trust_region():
     """Each item's output step (ego step × self-weight) is at most ``newton_trust`` times the
     norm of its output under Θ_a's rows on D_r, and a tight region binds."""
-    exp = tiny_experiment("LightGCN", forget="private")
-    theta, n_users = exp.original.ego_embeddings().detach(), exp.original.n_users
-    on_r = _run(exp, newton_refit_steps=0).model
-    _, item_out = on_r.propagate(theta, on_r.graph())
-    items = torch.unique(torch.as_tensor(exp.request.items))
-    weights = on_r.self_weights(items + n_users)[:, None]
-    norms = item_out[items].norm(dim=1)
+    at = _OnRemaining(tiny_experiment("LightGCN", forget="private"))
+    norms = at.item_out[at.items].norm(dim=1)
     for trust in (0.01, 100.0):
-        step = ((_moved(exp, newton_trust=trust)[items + n_users] - theta[items + n_users]) * weights).norm(dim=1)
+        step = at.output_step(newton_trust=trust).norm(dim=1)
         assert bool((step <= trust * norms * (1 + 1e-4) + 1e-7).all()), trust
         assert (float((step / norms).max()) > 0.0099) if trust == 0.01 else True
 
