@@ -102,6 +102,30 @@ def test_no_item_output_moves_past_the_trust_region():
         assert (float((step / norms).max()) > 0.0099) if trust == 0.01 else True
 
 
+def test_the_excess_cap_bounds_the_fall_of_the_forgotten_pairs():
+    """With ``newton_excess`` = c, the scores (under Θ_a's outputs on D_r) of each item's
+    forgotten pairs fall, summed over the pairs that fall, by at most c times their summed
+    excess over the item's mean score I_i · Ū (an item without excess stays), a tight cap binds,
+    and 0 leaves the step as it is."""
+    exp = tiny_experiment("LightGCN", forget="private")
+    at = _OnRemaining(exp)
+    u, i = torch.as_tensor(exp.request.users), torch.as_tensor(exp.request.items)
+    local = torch.searchsorted(at.items, i)
+    excess = ((at.user_out[u] * at.item_out[i]).sum(1) - at.item_out[i] @ at.user_out[1:].mean(0)).clamp_min(0)
+    room = torch.zeros(len(at.items)).index_add_(0, local, excess)
+    uncapped = at.output_step()
+    torch.testing.assert_close(at.output_step(newton_excess=0.0), uncapped)
+    for cap in (0.05, 1e6):
+        fall = -(at.user_out[u] * at.output_step(newton_excess=cap)[local]).sum(1)
+        taken = torch.zeros(len(at.items)).index_add_(0, local, fall.clamp_min(0))
+        assert bool((taken <= cap * room * (1 + 1e-4) + 1e-6).all()), cap
+        if cap == 0.05:
+            assert float((taken / (cap * room).clamp_min(1e-12)).max()) > 0.99
+    loose, some = at.output_step(newton_excess=1e6), room > 0
+    torch.testing.assert_close(loose[some], uncapped[some])
+    assert float(loose[~some].abs().max()) == 0.0 and bool((~some).any())
+
+
 @pytest.mark.parametrize("scenario, least", [("private", 0.8), ("noise", 0.75)])
 def test_closes_most_of_the_forgotten_pairs_score_gap_to_a_retrain(scenario, least):
     """On a small graph, ItemNewton with its defaults removes at least 80% of the gap between
