@@ -485,6 +485,23 @@ def test_validate_keys_scores_rbo_and_the_forgetting_users_against_a_retrain_sta
     assert shortfalls(0.95, 0.0, 0.0, 300.0, 0.03, -0.09, 0.03, 0.85, 0.8) == pytest.approx((0, 0, 0, 0, 2.0, 0))
 
 
+def test_validate_keys_bands_are_never_narrower_than_one_hit():
+    """One hit of one user moves a Recall averaged over n users by 1 / (n·|V_u|); its mean over
+    the users sets the least band: users 1, 2, 3 with 2, 1 and 3 items give (1/2 + 1 + 1/3) / 3 / 3,
+    users 1 and 2 alone (1/2 + 1) / 2 / 2; a band set by Retrain* or 3% stays when wider."""
+    from types import SimpleNamespace
+
+    from benchmarks.validate_keys import bands, one_hit
+
+    split = SimpleNamespace(uid_field="user_id", inter_feat={"user_id": torch.tensor([1, 1, 2, 3, 3, 3])})
+    assert one_hit(split) == pytest.approx((1 / 2 + 1 + 1 / 3) / 3 / 3)
+    assert one_hit(split, torch.tensor([1, 2])) == pytest.approx((1 / 2 + 1) / 2 / 2)
+    assert one_hit(split, torch.tensor([7])) == 0.0
+    gold = {"Recall@20": 0.20, "F-Recall@20": 0.10}
+    assert bands(gold, None, (0.002, 0.008)) == pytest.approx((0.03, 0.08))
+    assert bands(gold, {"Recall@20": 0.21, "F-Recall@20": 0.12}, (0.002, 0.008)) == pytest.approx((0.05, 0.2))
+
+
 def test_validate_keys_flags_a_retrain_that_stopped_within_twice_its_patience():
     """A Retrain whose early stopping came before 2 × stopping_step epochs (its best score in
     the first stopping_step) is flagged in the case's header; one that trained longer, or a
