@@ -136,7 +136,7 @@ def test_a_chained_request_runs_the_model_and_dataset_its_checkpoint_names(tmp_p
     second = run(f"--checkpoint={tmp_path / one['checkpoint']}", "--results=two.json")
     assert second.returncode == 0, second.stderr
     two = json.loads((tmp_path / "two.json").read_text())
-    assert (one["unlearner"], two["model"], two["dataset"], two["unlearner"]) == ("RowReset", "LightGCN", "tiny", "RowReset")
+    assert (one["unlearner"], two["model"], two["dataset"], two["unlearner"]) == ("ItemNewton", "LightGCN", "tiny", "ItemNewton")
     assert (one["ledger_requests"], two["ledger_requests"]) == (1, 2)
 
 

@@ -82,13 +82,13 @@ def test_unlearner_yaml_is_picked_by_name_in_any_case(tmp_path, given, name, oth
 
 
 def test_a_models_file_names_its_default_unlearner(tmp_path):
-    """LightGCN's file names RowReset, which runs when no unlearner is given; ENMF's names none
+    """LightGCN's file names ItemNewton, which runs when no unlearner is given; ENMF's names none
     (overall.yaml's AltEraser); a given unlearner, on the command line or in a file, wins."""
-    assert tiny("LightGCN")["unlearner"] == "RowReset"
+    assert tiny("LightGCN")["unlearner"] == "ItemNewton"
     assert tiny("ENMF")["unlearner"] == "AltEraser"
     assert tiny("LightGCN", unlearner="ifru")["unlearner"] == "IFRU"
     assert tiny("LightGCN", files=[write(tmp_path / "u.yaml", "unlearner: warmstart\n")])["unlearner"] == "WarmStart"
-    assert "reset_steps" in tiny("LightGCN").final_config_dict and "reset_steps" not in tiny("ENMF").final_config_dict
+    assert "newton_scale" in tiny("LightGCN").final_config_dict and "newton_scale" not in tiny("ENMF").final_config_dict
 
 
 def test_unknown_unlearner_or_model_is_an_input_error():

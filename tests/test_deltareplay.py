@@ -96,6 +96,6 @@ def test_closes_most_of_the_forgotten_pairs_score_gap_to_a_retrain(scenario, lea
     """On a small graph, DeltaReplay removes at least 80% of the gap between Θ_a's and an exact
     retrain's mean predicted probability of the forgotten pairs of a ``private`` request; of an
     injected (``noise``) request's, whose pairs Θ_a memorised and a replay from Θ_a moves
-    little, at least 60% (about 70% measured; RowReset, LightGCN's default, removes 80%)."""
+    little, at least 60% (about 70% measured; RowReset removes 80%)."""
     exp = tiny_experiment("LightGCN", forget=scenario)
     assert score_gap_closed(exp, _run(exp).model) >= least

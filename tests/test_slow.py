@@ -104,7 +104,7 @@ def test_graph_methods_lightgcn_remove_membership_and_keep_accuracy(unlearner):
 
 
 def test_rowreset_lightgcn_removes_the_membership_signal():
-    """RowReset (LightGCN's default): ≥ 90% of the Original − Retrain MIA gap removed, the
+    """RowReset: ≥ 90% of the Original − Retrain MIA gap removed, the
     re-predict score within 15% of Retrain's, and the forgotten pairs out of the graph."""
     r = run("LightGCN", "RowReset")
     rows = r["rows"]

@@ -88,8 +88,8 @@ class ItemNewtonParams(Params):
     newton_hold_popularity: bool = True
     newton_trust: float = 0.5
     newton_excess: float = 0.0
-    newton_refit_steps: int = 10
-    newton_refit_lr: float = 0.005
+    newton_refit_steps: int = 25
+    newton_refit_lr: float = 0.01
 
 
 @register_unlearner
