@@ -40,23 +40,19 @@ ItemNewton estimates those item rows from Θ_a's:
 A request costs one propagation, two passes over sampled scores and the refit: no
 preparation, no state carried along a chain.
 
-Where it stands (``benchmarks/results/validate_keys/ItemNewton-LightGCN.md``, BENCHMARKS.md):
-on the eight validation requests it removes ≥ 90% of the membership gap on seven (87% on the
-eighth) with Recall@20 of all users in band on seven, but the share of the step that lands a
-retrain's membership signal differs between models: it moves amazon-electronics-14core's
-requests past a retrain's (104–221% of the gap; the seed-2023 models stopped early), and the
-forgetting users' Recall@20 of one amazon request is 26% over a retrain's.  Its summed
-shortfall there (14.29) is below DeltaReplay's (21.60) and above RowReset's (9.67).  On
-adm-cure4rec's 5-core, where no key was chosen, it is below RowReset's (16.44 against 25.07)
-only through the two requests whose models stopped early, and above it without them (4.92
-against 4.35; ``ItemNewton-RowReset-LightGCN-adm-cure4rec-5core.md``): RowReset stays
-LightGCN's default.  The excess cap brings the early-stopped amazon requests closer to a
-retrain's membership signal (at κ = 0.5: 221% → 119% and 214% → 88% of the gap) but leaves
-ml-100k's ``noise`` requests short of it (76% and 73%), so it is off: 14.43 at κ = 2, 16.59
-at 1, 20.60 at 0.5 (``ItemNewton-LightGCN-excess.md``).  A longer refit raises the
-forgetting users' RBO@10 on ml-100k (100 steps at 0.01: 0.794 and 0.798 against Retrain*'s
-0.825 and 0.710, from 0.714 and 0.665) but takes their Recall@20 on amazon 13–44% off a
-retrain's on all four requests (``ItemNewton-LightGCN-long-refit.md``): 23.42 at best.
+Where it stands (``benchmarks/results/validate_keys/``, BENCHMARKS.md): LightGCN's default.
+On the eight validation requests of ml-100k and amazon-electronics-14core its summed shortfall
+is 6.73 against RowReset's 8.33 and on adm-cure4rec's 5-core, where no key was chosen, 9.20
+against 13.70 (``ItemNewton-RowReset-LightGCN-one-hit.md``, ``...-adm-cure4rec-5core-one-hit.md``;
+the retrain bands never narrower than one hit: the forgetting users' Recall@20 on amazon moves
+by 6–12% with one hit, and under a 3% floor alone RowReset's sum was the lower, 9.67 against
+15.04).  But the share of the step that lands a retrain's membership signal differs between
+models: it moves the requests of models that stopped early past a retrain's (amazon's of seed
+2023: about twice the membership gap).  The excess cap brings those closer (at κ = 0.5:
+221% → 119% and 214% → 88% of the gap) but leaves ml-100k's ``noise`` requests short (76% and
+73%), so it is off (``ItemNewton-LightGCN-excess.md``).  A longer refit raises the forgetting
+users' RBO@10 on ml-100k (100 steps: 0.794 and 0.798 against Retrain*'s 0.825 and 0.710) and
+moves their Recall@20 on amazon 13–44% off a retrain's (``ItemNewton-LightGCN-long-refit.md``).
 
 It builds on influence-function unlearning, a Newton step removing the data's term (Koh and
 Liang, "Understanding Black-box Predictions via Influence Functions", ICML 2017; for
