@@ -17,8 +17,8 @@ Recall@20 within the retrain band of Retrain's, and a speed-up of ≥ 100× agai
 Retrain's time (as cached with it).  With ``--star=true`` (the default) a validation Retrain*
 (Retrain's initialisation, another training seed; cached beside Retrain) sets the retrain band
 -- max(3%, |Retrain* − Retrain| / Retrain, one hit), else max(3%, one hit) -- and adds two
-targets: the forgetting users' Recall@20 within their band, and RBO@10 ≥ Retrain*'s.  A row's shortfall on a target
-is how far it misses, in units of the target's tolerance (0 when met: (0.9 − removed) / 0.1,
+targets: the forgetting users' Recall@20 within their band, and RBO@10 ≥ Retrain*'s.  A row's
+shortfall on a target is how far it misses, in units of the target's tolerance (0 when met: (0.9 − removed) / 0.1,
 (|Δre-predict| − 0.15) / 0.15, |ΔRecall| / band − 1, 100 / speed-up − 1, so half the speed-up
 is one unit, and (RBO* − RBO) / (1 − RBO*), Retrain*'s own distance from Retrain), so a large
 miss weighs more than a small one; the chosen keys have the least shortfall summed over the
@@ -182,8 +182,8 @@ def main(argv: list[str]) -> int:
               f"Retrain: MIA {gold['MIA AUC']:.4f}, re-predict {gold['re-predict']:.4f}, "
               f"Recall@20 {gold['Recall@20']:.4f}, F-Recall@20 {gold['F-Recall@20']:.4f}, {rows[0]['retrain_s']:.1f} s"
               + ("" if star is None else f"; Retrain*: RBO@10 {star['RBO@10']:.3f}, Recall@20 {star['Recall@20']:.4f}, "
-                 f"F-Recall@20 {star['F-Recall@20']:.4f}") + f"; bands ±{band:.1%}, ±{f_band:.1%} (one hit: {rows[0]['hits'][0]:.1%}, {rows[0]['hits'][1]:.1%})"
-              f"{rows[0]['early']}\n")
+                 f"F-Recall@20 {star['F-Recall@20']:.4f}") + f"; bands ±{band:.1%}, ±{f_band:.1%} "
+              f"(one hit: {rows[0]['hits'][0]:.1%}, {rows[0]['hits'][1]:.1%}){rows[0]['early']}\n")
         print(markdown_table(["keys", "time (s)", "speed-up", "MIA (gap removed)", "re-predict vs Retrain", "RBO@10",
                               "Recall@20 vs Retrain", "F-Recall@20 vs Retrain", "shortfall"], [
             [label(r["keys"]), f"{r['time_s']:.2f}", f"{r['speedup']:.0f}×",
