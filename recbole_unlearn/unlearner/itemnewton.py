@@ -126,8 +126,9 @@ def item_steps(model, ego: torch.Tensor, graph, f_users: torch.Tensor, f_items: 
     user_out, item_out = model.propagate(ego, graph)
     d = user_out.shape[1]
     moved, local = torch.unique(f_items, return_inverse=True)  # [t], [q]
+    f_user_out, mean_user = user_out.index_select(0, f_users), user_out[1:].mean(0)  # [q, d], [d]
     f = _margin_sigmoid(user_out, item_out, f_users, f_items, k, draws).sub_(1).mean(1, keepdim=True)  # [q, 1]
-    pull = user_out.new_zeros(len(moved), d).index_add_(0, local, f * user_out.index_select(0, f_users))
+    pull = user_out.new_zeros(len(moved), d).index_add_(0, local, f * f_user_out)
     on_moved = torch.isin(items, moved)
     u, i = users[on_moved], items[on_moved]
     s = _margin_sigmoid(user_out, item_out, u, i, 4, draws)
@@ -135,26 +136,26 @@ def item_steps(model, ego: torch.Tensor, graph, f_users: torch.Tensor, f_items: 
     curvature = user_out.new_zeros(n_items).index_add_(0, i, weight).index_select(0, moved)  # [t]
     step = pull.mul_(p.newton_scale / (curvature + p.newton_damping * curvature.median()).clamp_min(1e-12)[:, None])
     if p.newton_hold_popularity:
-        mean_user = user_out[1:].mean(0)
-        mean_user = mean_user / mean_user.norm().clamp_min(1e-12)
-        step -= (step @ mean_user)[:, None] * mean_user
+        direction = mean_user / mean_user.norm().clamp_min(1e-12)
+        step -= (step @ direction)[:, None] * direction
     bound = p.newton_trust * item_out.index_select(0, moved).norm(dim=1)  # the trust region, [t]
     step.mul_((bound / step.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)[:, None])
     if p.newton_excess > 0:
-        step.mul_(_excess_share(user_out, item_out, f_users, f_items, moved, local, step, p.newton_excess)[:, None])
+        step.mul_(_excess_share(f_user_out, item_out.index_select(0, f_items), mean_user, local, step,
+                                p.newton_excess)[:, None])
     return step, moved
 
 
-def _excess_share(user_out, item_out, f_users, f_items, moved, local, step, cap: float) -> torch.Tensor:
+def _excess_share(f_user_out: torch.Tensor, f_item_out: torch.Tensor, mean_user: torch.Tensor, local: torch.Tensor,
+                  step: torch.Tensor, cap: float) -> torch.Tensor:
     """The share [t] of each item's ``step`` [t, d] kept so that its forgotten pairs' scores fall
     by at most ``cap`` times their excess over the item's mean score over all users, summed over
-    the item's pairs: ŷ_ui − I_i · Ū, Ū the mean user output."""
-    ue = user_out.index_select(0, f_users)  # [q, d]
-    mean_user = user_out[1:].mean(0)
-    excess = (ue * item_out.index_select(0, f_items)).sum(1) - item_out.index_select(0, f_items) @ mean_user
-    fall = -(ue * step.index_select(0, local)).sum(1)  # [q]
-    room = user_out.new_zeros(len(moved)).index_add_(0, local, excess.clamp_min(0)).mul_(cap)
-    taken = user_out.new_zeros(len(moved)).index_add_(0, local, fall.clamp_min(0))
+    the item's pairs: ŷ_ui − I_i · Ū, with the pairs' outputs ``f_user_out``, ``f_item_out``
+    [q, d], Ū = ``mean_user`` [d] and ``local`` [q] each pair's item among the t."""
+    excess = ((f_user_out - mean_user) * f_item_out).sum(1)  # [q]
+    fall = -(f_user_out * step.index_select(0, local)).sum(1)  # [q]
+    room = step.new_zeros(len(step)).index_add_(0, local, excess.clamp_min(0)).mul_(cap)
+    taken = step.new_zeros(len(step)).index_add_(0, local, fall.clamp_min(0))
     return (room / taken.clamp_min(1e-12)).clamp(max=1.0)
 
 
