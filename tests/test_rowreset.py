@@ -11,7 +11,7 @@ from conftest import make_config, tiny_experiment
 from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.quick_start import run_unlearner
 from recbole_unlearn.unlearner._bpr_sampled import SampledBPR
-from recbole_unlearn.unlearner.rowreset import RowReset, refit_users, resolve_rows
+from recbole_unlearn.unlearner.rowreset import RowReset, pair_loss, refit_users, resolve_rows
 from recbole_unlearn.testing import score_gap_closed
 from unlearner_contract import UnlearnerContract
 
@@ -150,6 +150,43 @@ def test_refit_steps_equal_backpropagation_through_the_users_outputs(model):
     reference = ego.index_put((f_users,), theta.detach())
     assert not torch.allclose(ours[f_users], ego[f_users])
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-6)
+
+
+def test_a_refit_until_a_loss_stops_at_the_first_step_that_reaches_it():
+    """With ``until``, refit_users returns the steps it took: none when the users already fit
+    their pairs that well, every step (the rows of a refit without ``until``) when they never
+    do, and otherwise the first k steps of the same refit, where the users' mean BPR loss
+    (:func:`pair_loss`, the refit's outputs: item outputs held, a user's moved by c_u Δe⁰_u,
+    the next draw of negatives) has reached ``until`` and had not after fewer steps."""
+    exp = tiny_experiment("LightGCN", forget="private")
+    m = copy.deepcopy(exp.original)
+    m.set_train_data(exp.remaining)
+    users, items = pairs(exp.remaining)
+    f_users = torch.as_tensor(exp.request.forget_users)
+    ego = m.ego_embeddings().detach().clone()
+    ego[f_users] = torch.randn(len(f_users), ego.shape[1], generator=torch.Generator().manual_seed(0)) * 0.01
+    refit = lambda steps, until=None: refit_users(m, ego, f_users, users, items, steps, 0.05, 3, 5, until=until)  # noqa: E731
+    same, taken = refit(20, until=1e9)
+    assert taken == 0 and torch.equal(same, ego)
+    full, taken = refit(20, until=0.0)
+    assert taken == 20
+    torch.testing.assert_close(full, refit(20))
+    own = torch.isin(users, f_users)
+    pu, pi = users[own], items[own]
+    user_out, item_out = m.propagate(ego)  # a refit holds the item outputs and moves a user's by c_u Δe⁰_u
+    weight = m.self_weights(f_users)[:, None]
+    draws = torch.Generator().manual_seed(5)
+    losses = []
+    for k in range(21):  # the loss after k steps, under the (k + 1)-th draw
+        drawn = torch.randint(1, m.n_items, (len(pu), 3), generator=draws).view(-1)
+        moved = (refit(k) if k else ego)[f_users] - ego[f_users]
+        out = user_out.index_add(0, f_users, weight * moved)
+        losses.append(float(pair_loss(out, item_out, pu, pi, drawn)))
+    assert losses[-1] < losses[0]
+    until = (losses[0] + losses[-1]) / 2
+    part, taken = refit(20, until=until)
+    assert 0 < taken < 20 and losses[taken] <= until < min(losses[:taken])
+    torch.testing.assert_close(part, refit(taken))
 
 
 @pytest.mark.parametrize("dense", [True, False])

@@ -47,8 +47,10 @@ class SampledBPR:
     """
 
     def __init__(self, users: Tensor, items: Tensor, negatives: int, n_users: int, n_items: int,
-                 dense: bool | None = None, dense_ratio: int = 8):
+                 dense: bool | None = None, dense_ratio: int = 8, track_loss: bool = False):
         self.k, self.n_users, self.n_items = int(negatives), int(n_users), int(n_items)
+        #: with ``track_loss``, the objective's value (a scalar) at the last gradient's point
+        self.track_loss, self.loss = bool(track_loss), None
         self.m, self.weight = len(users), 1.0 / (len(users) * int(negatives))
         self.rows, local = torch.unique(users, return_inverse=True)  # the users with pairs, [r]
         self.dense = (len(self.rows) * self.n_items <= dense_ratio * len(self)) if dense is None else bool(dense)
@@ -81,6 +83,10 @@ class SampledBPR:
             return self._through_scores(user_e, item_e, drawn, to_items)
         return self._through_sparse(user_e, item_e, drawn, to_items)
 
+    def _keep(self, margin: Tensor) -> None:
+        if self.track_loss:
+            self.loss = torch.nn.functional.softplus(-margin).mean()
+
     def _through_scores(self, user_e: Tensor, item_e: Tensor, drawn: Tensor,
                         to_items: bool) -> tuple[Tensor, Tensor | None]:
         ue = user_e.index_select(0, self.rows)  # [r, d]
@@ -90,6 +96,7 @@ class SampledBPR:
         flat = scores.view(-1)
         negative = self._base_k + drawn  # [mk]
         margin = flat.index_select(0, self._positive).unsqueeze(1) - flat.index_select(0, negative).view(-1, self.k)
+        self._keep(margin)
         f1 = torch.sigmoid(margin).sub_(1).mul_(self.weight)  # [m, k]
         flat.zero_().index_add_(0, self._positive, f1.sum(1)).index_add_(0, negative, f1.view(-1), alpha=-1)
         to_user = torch.zeros_like(user_e).index_copy_(0, self.rows, scores @ item_e)
@@ -102,7 +109,9 @@ class SampledBPR:
         col = torch.cat([self._items.unsqueeze(1), negatives], 1).view(-1)  # [m(k + 1)]
         at = _csr(self._crow_users, col, self._zeros.to(user_e.dtype), shape)
         scores = torch.sparse.sampled_addmm(at, user_e, item_e.T, beta=0.0).values().view(m, k + 1)
-        f1 = torch.sigmoid(scores[:, :1] - scores[:, 1:]).sub_(1).mul_(self.weight)  # [m, k]
+        margin = scores[:, :1] - scores[:, 1:]  # [m, k]
+        self._keep(margin)
+        f1 = torch.sigmoid(margin).sub_(1).mul_(self.weight)
         total = f1.sum(1)
         to_user = _csr(self._crow_users, col, torch.cat([total.unsqueeze(1), -f1], 1).view(-1), shape) @ item_e
         if not to_items:

@@ -33,7 +33,11 @@ ItemNewton estimates those item rows from Θ_a's:
    bound in the model's own score scale, for models stopped early (off by default; see
    below).  The item's ego row moves by ΔI_i / c_i, c_i the propagation's self-weight
    (``model.self_weights``);
-4. the forgetting users' rows are set to the rows a retrain starts from and refit
+4. the forgetting users' rows are set to the rows a retrain starts from (``newton_users:
+   reset``) or moved by the same damped step with the two sides swapped (``step``,
+   :func:`user_steps`: against the pull Σ_i f_ui I_i of their forgotten items, over the
+   curvature of their remaining pairs, ``newton_user_scale`` of it, the mean item direction
+   held, the same trust region), and refit
    (:func:`~recbole_unlearn.unlearner.rowreset.refit_users`, ``newton_refit_steps`` steps)
    to their remaining pairs against the moved items.
 
@@ -71,21 +75,24 @@ from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.numerics import as_csr
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner.base import Params, Unlearner
-from recbole_unlearn.unlearner.rowreset import refit_users, refusal_unless_bpr_on_outputs
+from recbole_unlearn.unlearner.rowreset import pair_loss, refit_users, refusal_unless_bpr_on_outputs
 
 
 @dataclass(frozen=True)
 class ItemNewtonParams(Params):
     """Keys of ``properties/unlearner/ItemNewton.yaml`` (documented there)."""
 
-    newton_scale: float = 0.3
+    newton_scale: float = 0.4
     newton_damping: float = 1.0
     newton_negatives: int = 16
     newton_hold_popularity: bool = True
     newton_trust: float = 0.5
     newton_excess: float = 0.0
-    newton_refit_steps: int = 25
+    newton_users: str = "reset"
+    newton_user_scale: float = 0.3
+    newton_refit_steps: int = 100
     newton_refit_lr: float = 0.01
+    newton_refit_until: str = "fit"
 
 
 @register_unlearner
@@ -102,48 +109,86 @@ class ItemNewton(Unlearner):
         model, p, seed = self.model, self.params, int(self.config["seed"])
         users, items = (x.to(self.device) for x in pairs(remaining))
         f_users = torch.as_tensor(task.request.forget_users, dtype=torch.long, device=self.device)
+        q_users, q_items = (torch.as_tensor(x, dtype=torch.long, device=self.device)
+                            for x in (task.request.users, task.request.items))
         graph = as_csr(model.graph())
         ego = model.ego_embeddings().detach().clone()
-        step, moved = item_steps(model, ego, graph, torch.as_tensor(task.request.users, device=self.device),
-                                 torch.as_tensor(task.request.items, device=self.device), users, items, p, seed)
+        user_out, item_out = model.propagate(ego, graph)
+        step, moved = item_steps(model.n_items, user_out, item_out, q_users, q_items, users, items, p, seed)
         ego.index_add_(0, moved + model.n_users, step / model.self_weights(moved + model.n_users, graph).to(ego)[:, None])
-        ego[f_users] = self.initial_ego(remaining)[f_users]
-        if p.newton_refit_steps:
+        if p.newton_users == "step":
+            u_step, stepped = user_steps(model.n_users, user_out, item_out, q_users, q_items, users, items, p, seed + 3)
+            ego.index_add_(0, stepped, u_step / model.self_weights(stepped, graph).to(ego)[:, None])
+        else:
+            ego[f_users] = self.initial_ego(remaining)[f_users]
+        own = torch.isin(users, f_users)  # the forgetting users' remaining pairs (none: whole users deleted)
+        taken = p.newton_refit_steps if bool(own.any()) else 0
+        if taken and p.newton_refit_until == "fit":
+            drawn = torch.randint(1, model.n_items, (int(own.sum()) * 4,), generator=torch.Generator().manual_seed(seed + 4))
+            target = float(pair_loss(user_out, item_out, users[own], items[own], drawn.to(self.device)))
+            ego, taken = refit_users(model, ego, f_users, users, items, p.newton_refit_steps, p.newton_refit_lr,
+                                     4, seed + 2, graph=graph, until=target)
+        elif taken:
             ego = refit_users(model, ego, f_users, users, items, p.newton_refit_steps, p.newton_refit_lr,
                               4, seed + 2, graph=graph)
         model.write_ego(ego)  # clears the cache
-        self.info.update(items_moved=int(len(moved)), refit_steps=p.newton_refit_steps)
+        self.info.update(items_moved=int(len(moved)), refit_steps=taken)
 
 
-def item_steps(model, ego: torch.Tensor, graph, f_users: torch.Tensor, f_items: torch.Tensor,
-               users: torch.Tensor, items: torch.Tensor, p: ItemNewtonParams, seed: int):
+def item_steps(n_items: int, user_out: torch.Tensor, item_out: torch.Tensor, f_users: torch.Tensor,
+               f_items: torch.Tensor, users: torch.Tensor, items: torch.Tensor, p: ItemNewtonParams, seed: int):
     """(ΔI [t, d], the items [t]) of the module docstring's steps 1–3: the output step of each
     item ``f_items`` holds among the forgotten pairs (``f_users``, ``f_items``) [q], from the
-    outputs of ``ego`` [n_users + n_items, d] on ``graph``, with the remaining pairs
-    (``users``, ``items``) [m] giving the curvature."""
-    n_items, k = model.n_items, p.newton_negatives
+    outputs ``user_out`` [n_users, d], ``item_out`` [n_items, d] on D_r's graph, with the
+    remaining pairs (``users``, ``items``) [m] giving the curvature."""
     draws = torch.Generator().manual_seed(seed)
-    user_out, item_out = model.propagate(ego, graph)
-    d = user_out.shape[1]
     moved, local = torch.unique(f_items, return_inverse=True)  # [t], [q]
     f_user_out, mean_user = user_out.index_select(0, f_users), user_out[1:].mean(0)  # [q, d], [d]
-    f = _margin_sigmoid(user_out, item_out, f_users, f_items, k, draws).sub_(1).mean(1, keepdim=True)  # [q, 1]
-    pull = user_out.new_zeros(len(moved), d).index_add_(0, local, f * f_user_out)
+    f = _margin_sigmoid(user_out, item_out, f_users, f_items, p.newton_negatives, draws).sub_(1).mean(1, keepdim=True)
+    pull = user_out.new_zeros(len(moved), user_out.shape[1]).index_add_(0, local, f * f_user_out)  # [t, d]
     on_moved = torch.isin(items, moved)
     u, i = users[on_moved], items[on_moved]
     s = _margin_sigmoid(user_out, item_out, u, i, 4, draws)
-    weight = (s * (1 - s)).mean(1) * user_out.index_select(0, u).square().sum(1) / d  # [m']
+    weight = (s * (1 - s)).mean(1) * user_out.index_select(0, u).square().sum(1) / user_out.shape[1]  # [m']
     curvature = user_out.new_zeros(n_items).index_add_(0, i, weight).index_select(0, moved)  # [t]
-    step = pull.mul_(p.newton_scale / (curvature + p.newton_damping * curvature.median()).clamp_min(1e-12)[:, None])
-    if p.newton_hold_popularity:
-        direction = mean_user / mean_user.norm().clamp_min(1e-12)
-        step -= (step @ direction)[:, None] * direction
-    bound = p.newton_trust * item_out.index_select(0, moved).norm(dim=1)  # the trust region, [t]
-    step.mul_((bound / step.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)[:, None])
+    step = _damped(pull, curvature, p.newton_scale, p, mean_user, item_out.index_select(0, moved))
     if p.newton_excess > 0:
         step.mul_(_excess_share(f_user_out, item_out.index_select(0, f_items), mean_user, local, step,
                                 p.newton_excess)[:, None])
     return step, moved
+
+
+def user_steps(n_users: int, user_out: torch.Tensor, item_out: torch.Tensor, f_users: torch.Tensor,
+               f_items: torch.Tensor, users: torch.Tensor, items: torch.Tensor, p: ItemNewtonParams, seed: int):
+    """(ΔU [F, d], the users [F]) with ``newton_users: step``: the step of :func:`item_steps`
+    with the two sides swapped.  Each forgetting user's output moves against the pull
+    Σ_i f_ui I_i of its forgotten items, over the curvature (1/d) Σ_(u,i) ∈ D_r s_ui ‖I_i‖² of
+    its remaining pairs, by ``newton_user_scale`` of the damped step, with the component along
+    the mean item output removed (with ``newton_hold_popularity``) and the same trust region."""
+    draws = torch.Generator().manual_seed(seed)
+    stepped, local = torch.unique(f_users, return_inverse=True)  # [F], [q]
+    f = _margin_sigmoid(user_out, item_out, f_users, f_items, p.newton_negatives, draws).sub_(1).mean(1, keepdim=True)
+    pull = user_out.new_zeros(len(stepped), user_out.shape[1]).index_add_(0, local, f * item_out.index_select(0, f_items))
+    on_stepped = torch.isin(users, stepped)
+    u, i = users[on_stepped], items[on_stepped]
+    s = _margin_sigmoid(user_out, item_out, u, i, 4, draws)
+    weight = (s * (1 - s)).mean(1) * item_out.index_select(0, i).square().sum(1) / user_out.shape[1]
+    curvature = user_out.new_zeros(n_users).index_add_(0, u, weight).index_select(0, stepped)  # [F]
+    return _damped(pull, curvature, p.newton_user_scale, p, item_out[1:].mean(0), user_out.index_select(0, stepped)), stepped
+
+
+def _damped(pull: torch.Tensor, curvature: torch.Tensor, scale: float, p: ItemNewtonParams, mean_other: torch.Tensor,
+            out: torch.Tensor) -> torch.Tensor:
+    """``scale`` · ``pull`` [t, d] / (``curvature`` [t] + damping · its median), its component
+    along ``mean_other`` [d] (the other side's mean output) removed with
+    ``newton_hold_popularity``, each row at most ``newton_trust`` times the norm of its row of
+    ``out`` [t, d] (a trust region)."""
+    step = pull.mul(scale / (curvature + p.newton_damping * curvature.median()).clamp_min(1e-12)[:, None])
+    if p.newton_hold_popularity:
+        direction = mean_other / mean_other.norm().clamp_min(1e-12)
+        step -= (step @ direction)[:, None] * direction
+    bound = p.newton_trust * out.norm(dim=1)  # [t]
+    return step.mul_((bound / step.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)[:, None])
 
 
 def _excess_share(f_user_out: torch.Tensor, f_item_out: torch.Tensor, mean_user: torch.Tensor, local: torch.Tensor,
@@ -170,4 +215,4 @@ def _margin_sigmoid(user_out: torch.Tensor, item_out: torch.Tensor, users: torch
     return torch.sigmoid(positive - negative.squeeze(2))
 
 
-__all__ = ["ItemNewton", "ItemNewtonParams", "item_steps"]
+__all__ = ["ItemNewton", "ItemNewtonParams", "item_steps", "user_steps"]

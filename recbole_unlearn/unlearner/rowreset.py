@@ -179,7 +179,8 @@ def _negatives(n_items: int, m: int, k: int, seed: int, among: tuple[int, torch.
 
 
 def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
-                steps: int, lr: float, negatives: int, seed: int, graph=None) -> torch.Tensor:
+                steps: int, lr: float, negatives: int, seed: int, graph=None,
+                until: float | None = None) -> tuple[torch.Tensor, int] | torch.Tensor:
     """``ego`` [n_users + n_items, d] with the rows of ``f_users`` [F] refitted to their own
     pairs among (``users``, ``items``) [m] by ``steps`` Adam steps, against the item outputs of
     ``ego``, held fixed.
@@ -191,29 +192,49 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
     them.  The users' effect on the items' outputs, and through them on each other's, is left
     out: that is what makes a step cost the F users' pairs only.  ``graph`` as in
     :func:`resolve_rows`.
+
+    With ``until`` (a loss) it returns (``ego``, the steps taken) and stops before ``steps``
+    once the mean BPR loss of the users' pairs, under the step's negatives, is at most
+    ``until`` (as :func:`pair_loss` gives it; read off the step's gradient, before the step).
     """
     own = torch.isin(users, f_users)
     users, items = users[own], items[own]
     if not len(users):
-        return ego
+        return ego if until is None else (ego, 0)
     n_users, n_items = model.n_users, model.n_items
     graph = as_csr(model.graph() if graph is None else graph)
     self_weight = model.self_weights(f_users, graph).to(ego).unsqueeze(1)  # [F, 1]
     user_out, item_out = model.propagate(ego, graph)
-    objective = SampledBPR(users, items, negatives, n_users, n_items)
+    objective = SampledBPR(users, items, negatives, n_users, n_items, track_loss=until is not None)
     reg = torch.bincount(users, minlength=n_users).to(ego.dtype)[f_users].unsqueeze(1) / len(users) * model.reg_weight
     start = ego.index_select(0, f_users)
     theta = start.clone()
     optimizer = torch.optim.Adam([theta], lr=lr)
     draw = _negatives(n_items, len(users), negatives, seed)
     out = user_out.clone()
-    for _ in range(steps):
+    taken = 0
+    for taken in range(steps + 1):
         drawn = draw().to(ego.device)
         out.index_copy_(0, f_users, user_out.index_select(0, f_users) + self_weight * (theta - start))
+        if taken == steps:
+            break
         to_user = objective.gradient(out, item_out, drawn, to_items=False)[0].index_select(0, f_users)
+        if until is not None and float(objective.loss) <= until:
+            break
         theta.grad = to_user.mul_(self_weight).addcmul_(reg, theta)
         optimizer.step()
-    return ego.clone().index_copy_(0, f_users, theta)
+    refit = ego.clone().index_copy_(0, f_users, theta)
+    return refit if until is None else (refit, taken)
 
 
-__all__ = ["RowReset", "RowResetParams", "refit_users", "refusal_unless_bpr_on_outputs", "resolve_rows"]
+def pair_loss(user_out: torch.Tensor, item_out: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
+              drawn: torch.Tensor) -> torch.Tensor:
+    """The mean BPR loss −log σ(ŷ_ui − ŷ_uj) (a scalar) of the pairs (``users``, ``items``) [m]
+    with the negatives ``drawn`` [mk] (pair-major), from the outputs ``user_out``, ``item_out``."""
+    ue = user_out.index_select(0, users)  # [m, d]
+    positive = (ue * item_out.index_select(0, items)).sum(1, keepdim=True)  # [m, 1]
+    negative = torch.bmm(item_out.index_select(0, drawn).view(len(users), -1, ue.shape[1]), ue.unsqueeze(2))
+    return torch.nn.functional.softplus(negative.squeeze(2) - positive).mean()
+
+
+__all__ = ["RowReset", "RowResetParams", "pair_loss", "refit_users", "refusal_unless_bpr_on_outputs", "resolve_rows"]
