@@ -145,7 +145,7 @@ def main(argv: list[str]) -> int:
         ego = model.ego_embeddings().detach().clone()
         ego[item_rows] += c * difference
         ego[f_users] = fresh[f_users]
-        model.write_ego(refit_users(model, ego, f_users, users, items, 25, 0.01, 4, seed + 2))
+        model.write_ego(refit_users(model, ego, f_users, users, items, 25, 0.01, 4, seed + 2)[0])
         name = f"(h) items moved by {c}·(R(D_r) − R(D_a)), users as (f)" if c else \
             "(f) forgetting users re-initialised and refit, items Θ_a's"
         rows[name] = (measure(model), perf_counter() - start + (difference_s if c else 0.0))
@@ -158,7 +158,7 @@ def main(argv: list[str]) -> int:
     oracle = copy.deepcopy(retrain)
     ego = oracle.ego_embeddings().detach().clone()
     ego[f_users] = fresh[f_users]
-    oracle.write_ego(refit_users(oracle, ego, f_users, users, items, 100, 0.01, 4, seed + 2))
+    oracle.write_ego(refit_users(oracle, ego, f_users, users, items, 100, 0.01, 4, seed + 2)[0])
     rows["(k) oracle: Retrain's items, the forgetting users re-initialised and refit"] = (measure(oracle), None)
     warm = run_unlearner(exp, WarmStart, config_with(base, warm_epochs=300, stopping_step=30))
     rows[f"(e) WarmStart to convergence ({warm.info.get('epochs')} epochs)"] = (measure(warm.model), warm.time_s)

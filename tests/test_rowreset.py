@@ -121,7 +121,8 @@ def test_refit_steps_equal_backpropagation_through_the_users_outputs(model):
     users, items = pairs(exp.remaining)
     f_users = torch.as_tensor(exp.request.forget_users)
     ego = m.ego_embeddings().detach()
-    ours = refit_users(m, ego, f_users, users, items, steps=4, lr=0.01, negatives=3, seed=5)
+    ours, taken = refit_users(m, ego, f_users, users, items, steps=4, lr=0.01, negatives=3, seed=5)
+    assert taken == 4
 
     user_out, item_out = m.propagate(ego)
     weight = []
@@ -170,7 +171,7 @@ def test_a_refit_until_a_loss_stops_at_the_first_step_that_reaches_it():
     assert taken == 0 and torch.equal(same, ego)
     full, taken = refit(20, until=0.0)
     assert taken == 20
-    torch.testing.assert_close(full, refit(20))
+    torch.testing.assert_close(full, refit(20)[0])
     own = torch.isin(users, f_users)
     pu, pi = users[own], items[own]
     user_out, item_out = m.propagate(ego)  # a refit holds the item outputs and moves a user's by c_u Δe⁰_u
@@ -179,14 +180,14 @@ def test_a_refit_until_a_loss_stops_at_the_first_step_that_reaches_it():
     losses = []
     for k in range(21):  # the loss after k steps, under the (k + 1)-th draw
         drawn = torch.randint(1, m.n_items, (len(pu), 3), generator=draws).view(-1)
-        moved = (refit(k) if k else ego)[f_users] - ego[f_users]
+        moved = refit(k)[0][f_users] - ego[f_users]
         out = user_out.index_add(0, f_users, weight * moved)
         losses.append(float(pair_loss(out, item_out, pu, pi, drawn)))
     assert losses[-1] < losses[0]
     until = (losses[0] + losses[-1]) / 2
     part, taken = refit(20, until=until)
     assert 0 < taken < 20 and losses[taken] <= until < min(losses[:taken])
-    torch.testing.assert_close(part, refit(taken))
+    torch.testing.assert_close(part, refit(taken)[0])
 
 
 @pytest.mark.parametrize("dense", [True, False])

@@ -110,7 +110,7 @@ class DeltaReplay(Unlearner):
             ego[f_users] += p.replay_scale * difference[f_users]
         else:
             ego[f_users] = self._initial[f_users]
-            ego = refit_users(model, ego, f_users, users, items, p.replay_refit_steps, p.replay_refit_lr,
+            ego, _ = refit_users(model, ego, f_users, users, items, p.replay_refit_steps, p.replay_refit_lr,
                               p.replay_negatives, int(self.config["seed"]) + 2)
         model.write_ego(ego)  # clears the cache
         self.info.update(steps=p.replay_steps, scale=p.replay_scale,

@@ -112,7 +112,7 @@ class RowReset(Unlearner):
             ego = resolve_rows(model, ego, f_users.to(self.device), users, items, p.reset_user_steps, p.reset_lr,
                                p.reset_negatives, seed + 1)
         if p.reset_refit_steps:
-            ego = refit_users(model, ego, f_users.to(self.device), users, items, p.reset_refit_steps, p.reset_refit_lr,
+            ego, _ = refit_users(model, ego, f_users.to(self.device), users, items, p.reset_refit_steps, p.reset_refit_lr,
                               p.reset_negatives, seed + 2)
         model.write_ego(ego)  # clears the cache
         self.info.update(rows_reset=int(len(rows)), steps=p.reset_steps + p.reset_user_steps,
@@ -180,10 +180,10 @@ def _negatives(n_items: int, m: int, k: int, seed: int, among: tuple[int, torch.
 
 def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
                 steps: int, lr: float, negatives: int, seed: int, graph=None,
-                until: float | None = None) -> tuple[torch.Tensor, int] | torch.Tensor:
-    """``ego`` [n_users + n_items, d] with the rows of ``f_users`` [F] refitted to their own
+                until: float | None = None) -> tuple[torch.Tensor, int]:
+    """(``ego`` [n_users + n_items, d] with the rows of ``f_users`` [F] refitted to their own
     pairs among (``users``, ``items``) [m] by ``steps`` Adam steps, against the item outputs of
-    ``ego``, held fixed.
+    ``ego``, held fixed; the steps taken).
 
     A user's output moves with its ego row by the propagation's self-weight c_u = ∂U_u/∂e⁰_u
     (1 for matrix factorisation, Σ_l (L^l)_uu / (L + 1) for LightGCN: ``model.self_weights``),
@@ -193,14 +193,14 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
     out: that is what makes a step cost the F users' pairs only.  ``graph`` as in
     :func:`resolve_rows`.
 
-    With ``until`` (a loss) it returns (``ego``, the steps taken) and stops before ``steps``
-    once the mean BPR loss of the users' pairs, under the step's negatives, is at most
-    ``until`` (as :func:`pair_loss` gives it; read off the step's gradient, before the step).
+    With ``until`` (a loss) it stops before ``steps`` once the mean BPR loss of the users'
+    pairs, under the step's negatives, is at most ``until`` (as :func:`pair_loss` gives it;
+    read off the step's gradient, before the step).
     """
     own = torch.isin(users, f_users)
     users, items = users[own], items[own]
     if not len(users):
-        return ego if until is None else (ego, 0)
+        return ego, 0
     n_users, n_items = model.n_users, model.n_items
     graph = as_csr(model.graph() if graph is None else graph)
     self_weight = model.self_weights(f_users, graph).to(ego).unsqueeze(1)  # [F, 1]
@@ -223,8 +223,7 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
             break
         theta.grad = to_user.mul_(self_weight).addcmul_(reg, theta)
         optimizer.step()
-    refit = ego.clone().index_copy_(0, f_users, theta)
-    return refit if until is None else (refit, taken)
+    return ego.clone().index_copy_(0, f_users, theta), taken
 
 
 def pair_loss(user_out: torch.Tensor, item_out: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
