@@ -11,7 +11,7 @@ from conftest import make_config, tiny_experiment
 from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.quick_start import run_unlearner
 from recbole_unlearn.unlearner._bpr_sampled import SampledBPR
-from recbole_unlearn.unlearner.rowreset import RowReset, pair_loss, refit_users, resolve_rows
+from recbole_unlearn.unlearner.rowreset import RowReset, refit_users, resolve_rows
 from recbole_unlearn.testing import score_gap_closed
 from unlearner_contract import UnlearnerContract
 
@@ -157,7 +157,7 @@ def test_a_refit_until_a_loss_stops_at_the_first_step_that_reaches_it():
     """With ``until``, refit_users returns the steps it took: none when the users already fit
     their pairs that well, every step (the rows of a refit without ``until``) when they never
     do, and otherwise the first k steps of the same refit, where the users' mean BPR loss
-    (:func:`pair_loss`, the refit's outputs: item outputs held, a user's moved by c_u Δe⁰_u,
+    −log σ(ŷ_ui − ŷ_uj) (the refit's outputs: item outputs held, a user's moved by c_u Δe⁰_u,
     the next draw of negatives) has reached ``until`` and had not after fewer steps."""
     exp = tiny_experiment("LightGCN", forget="private")
     m = copy.deepcopy(exp.original)
@@ -182,7 +182,8 @@ def test_a_refit_until_a_loss_stops_at_the_first_step_that_reaches_it():
         drawn = torch.randint(1, m.n_items, (len(pu), 3), generator=draws).view(-1)
         moved = refit(k)[0][f_users] - ego[f_users]
         out = user_out.index_add(0, f_users, weight * moved)
-        losses.append(float(pair_loss(out, item_out, pu, pi, drawn)))
+        margin = (out[pu].unsqueeze(1) * (item_out[pi].unsqueeze(1) - item_out[drawn.view(len(pu), 3)])).sum(-1)
+        losses.append(float(F.softplus(-margin).mean()))
     assert losses[-1] < losses[0]
     until = (losses[0] + losses[-1]) / 2
     part, taken = refit(20, until=until)

@@ -89,7 +89,7 @@ from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.numerics import as_csr
 from recbole_unlearn.registry import register_unlearner
 from recbole_unlearn.unlearner.base import Params, Unlearner
-from recbole_unlearn.unlearner.rowreset import pair_loss, refit_users, refusal_unless_bpr_on_outputs
+from recbole_unlearn.unlearner.rowreset import refit_users, refusal_unless_bpr_on_outputs
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,8 @@ class ItemNewton(Unlearner):
         own = torch.isin(users, f_users)  # the forgetting users' remaining pairs (none: whole users deleted)
         target = None
         if p.newton_refit_until == "fit" and bool(own.any()):
-            drawn = torch.randint(1, model.n_items, (int(own.sum()) * 4,), generator=torch.Generator().manual_seed(seed + 4))
-            target = float(pair_loss(user_out, item_out, users[own], items[own], drawn.to(self.device)))
+            margins = _margins(user_out, item_out, users[own], items[own], 4, torch.Generator().manual_seed(seed + 4))
+            target = float(torch.nn.functional.softplus(-margins).mean())
         ego, taken = refit_users(model, ego, f_users, users, items, p.newton_refit_steps, p.newton_refit_lr, 4, seed + 2,
                                  graph=graph, until=target)
         model.write_ego(ego)  # clears the cache
@@ -155,11 +155,11 @@ def item_steps(n_items: int, user_out: torch.Tensor, item_out: torch.Tensor, f_u
     draws = torch.Generator().manual_seed(seed)
     moved, local = torch.unique(f_items, return_inverse=True)  # [t], [q]
     f_user_out, mean_user = user_out.index_select(0, f_users), user_out[1:].mean(0)  # [q, d], [d]
-    f = _margin_sigmoid(user_out, item_out, f_users, f_items, p.newton_negatives, draws).sub_(1).mean(1, keepdim=True)
+    f = torch.sigmoid(_margins(user_out, item_out, f_users, f_items, p.newton_negatives, draws)).sub_(1).mean(1, keepdim=True)
     pull = user_out.new_zeros(len(moved), user_out.shape[1]).index_add_(0, local, f * f_user_out)  # [t, d]
     on_moved = torch.isin(items, moved)
     u, i = users[on_moved], items[on_moved]
-    s = _margin_sigmoid(user_out, item_out, u, i, 4, draws)
+    s = torch.sigmoid(_margins(user_out, item_out, u, i, 4, draws))
     weight = (s * (1 - s)).mean(1) * user_out.index_select(0, u).square().sum(1) / user_out.shape[1]  # [m']
     curvature = user_out.new_zeros(n_items).index_add_(0, i, weight).index_select(0, moved)  # [t]
     step = _damped(pull, curvature, p.newton_scale, p, mean_user, item_out.index_select(0, moved))
@@ -178,11 +178,11 @@ def user_steps(n_users: int, user_out: torch.Tensor, item_out: torch.Tensor, f_u
     the mean item output removed (with ``newton_hold_popularity``) and the same trust region."""
     draws = torch.Generator().manual_seed(seed)
     stepped, local = torch.unique(f_users, return_inverse=True)  # [F], [q]
-    f = _margin_sigmoid(user_out, item_out, f_users, f_items, p.newton_negatives, draws).sub_(1).mean(1, keepdim=True)
+    f = torch.sigmoid(_margins(user_out, item_out, f_users, f_items, p.newton_negatives, draws)).sub_(1).mean(1, keepdim=True)
     pull = user_out.new_zeros(len(stepped), user_out.shape[1]).index_add_(0, local, f * item_out.index_select(0, f_items))
     on_stepped = torch.isin(users, stepped)
     u, i = users[on_stepped], items[on_stepped]
-    s = _margin_sigmoid(user_out, item_out, u, i, 4, draws)
+    s = torch.sigmoid(_margins(user_out, item_out, u, i, 4, draws))
     weight = (s * (1 - s)).mean(1) * item_out.index_select(0, i).square().sum(1) / user_out.shape[1]
     curvature = user_out.new_zeros(n_users).index_add_(0, u, weight).index_select(0, stepped)  # [F]
     return _damped(pull, curvature, p.newton_user_scale, p, item_out[1:].mean(0), user_out.index_select(0, stepped)), stepped
@@ -215,15 +215,15 @@ def _excess_share(f_user_out: torch.Tensor, f_item_out: torch.Tensor, mean_user:
     return (room / taken.clamp_min(1e-12)).clamp(max=1.0)
 
 
-def _margin_sigmoid(user_out: torch.Tensor, item_out: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
-                    k: int, draws: torch.Generator) -> torch.Tensor:
-    """σ(ŷ_ui − ŷ_uj) [m, k] for the pairs (``users``, ``items``) [m] and k uniform negatives j
+def _margins(user_out: torch.Tensor, item_out: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
+             k: int, draws: torch.Generator) -> torch.Tensor:
+    """ŷ_ui − ŷ_uj [m, k] for the pairs (``users``, ``items``) [m] and k uniform negatives j
     each in [1, n_items), drawn from ``draws``."""
     negatives = torch.randint(1, len(item_out), (len(users), k), generator=draws).to(users.device)
     ue = user_out.index_select(0, users)  # [m, d]
     positive = (ue * item_out.index_select(0, items)).sum(1, keepdim=True)
     negative = torch.bmm(item_out.index_select(0, negatives.view(-1)).view(len(users), k, -1), ue.unsqueeze(2))
-    return torch.sigmoid(positive - negative.squeeze(2))
+    return positive - negative.squeeze(2)
 
 
 __all__ = ["ItemNewton", "ItemNewtonParams", "item_steps", "user_steps"]

@@ -194,8 +194,8 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
     :func:`resolve_rows`.
 
     With ``until`` (a loss) it stops before ``steps`` once the mean BPR loss of the users'
-    pairs, under the step's negatives, is at most ``until`` (as :func:`pair_loss` gives it;
-    read off the step's gradient, before the step).
+    pairs, (1/mk) Σ −log σ(ŷ_ui − ŷ_uj) under the step's negatives, is at most ``until`` (read
+    off the step's gradient, before the step).
     """
     own = torch.isin(users, f_users)
     users, items = users[own], items[own]
@@ -213,27 +213,16 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
     draw = _negatives(n_items, len(users), negatives, seed)
     out = user_out.clone()
     taken = 0
-    for taken in range(steps + 1):
+    while taken < steps:
         drawn = draw().to(ego.device)
         out.index_copy_(0, f_users, user_out.index_select(0, f_users) + self_weight * (theta - start))
-        if taken == steps:
-            break
         to_user = objective.gradient(out, item_out, drawn, to_items=False)[0].index_select(0, f_users)
         if until is not None and float(objective.loss) <= until:
             break
         theta.grad = to_user.mul_(self_weight).addcmul_(reg, theta)
         optimizer.step()
+        taken += 1
     return ego.clone().index_copy_(0, f_users, theta), taken
 
 
-def pair_loss(user_out: torch.Tensor, item_out: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
-              drawn: torch.Tensor) -> torch.Tensor:
-    """The mean BPR loss −log σ(ŷ_ui − ŷ_uj) (a scalar) of the pairs (``users``, ``items``) [m]
-    with the negatives ``drawn`` [mk] (pair-major), from the outputs ``user_out``, ``item_out``."""
-    ue = user_out.index_select(0, users)  # [m, d]
-    positive = (ue * item_out.index_select(0, items)).sum(1, keepdim=True)  # [m, 1]
-    negative = torch.bmm(item_out.index_select(0, drawn).view(len(users), -1, ue.shape[1]), ue.unsqueeze(2))
-    return torch.nn.functional.softplus(negative.squeeze(2) - positive).mean()
-
-
-__all__ = ["RowReset", "RowResetParams", "pair_loss", "refit_users", "refusal_unless_bpr_on_outputs", "resolve_rows"]
+__all__ = ["RowReset", "RowResetParams", "refit_users", "refusal_unless_bpr_on_outputs", "resolve_rows"]
