@@ -8,7 +8,7 @@ from recbole.utils import init_seed
 from conftest import make_config, tiny_experiment
 from recbole_unlearn.quick_start import run_unlearner
 from recbole_unlearn.testing import score_gap_closed
-from recbole_unlearn.unlearner.itemnewton import ItemNewton
+from recbole_unlearn.unlearner.itemnewton import ItemNewton, _margins
 from unlearner_contract import UnlearnerContract
 
 
@@ -179,3 +179,35 @@ def test_the_refit_stops_once_the_users_fit_their_pairs_as_the_trained_rows_did(
     torch.testing.assert_close(fit.model.ego_embeddings(), fixed.model.ego_embeddings())
     capped = _run(exp, newton_refit_until="fit", newton_refit_steps=2, newton_refit_lr=0.05)
     assert capped.info["refit_steps"] == 2
+
+
+def test_the_refit_stops_each_user_once_it_fits_its_own_pairs_as_its_trained_row_did():
+    """With ``newton_refit_until: user_fit`` every forgetting user's row is its row after some
+    k_u steps of the fixed-length refit (the rule per user: test_rowreset's per-user ``until``
+    test), the users stop at different steps, and the refit ends at the last one's."""
+    exp = tiny_experiment("LightGCN", forget="private")
+    f_users = torch.as_tensor(exp.request.forget_users)
+    each = _run(exp, newton_refit_until="user_fit", newton_refit_steps=400, newton_refit_lr=0.05)
+    taken = each.info["refit_steps"]
+    assert 0 < taken < 400
+    ours = each.model.ego_embeddings().detach()[f_users]
+    fixed = torch.stack([_run(exp, newton_refit_until="steps", newton_refit_steps=k, newton_refit_lr=0.05)
+                         .model.ego_embeddings().detach()[f_users] for k in range(taken + 1)])  # [k, F, d]
+    gap = (fixed - ours).abs().amax(2)  # [k, F]
+    assert bool((gap.amin(0) < 1e-5).all())
+    stops = gap.argmin(0)
+    assert int(stops.max()) == taken and len(torch.unique(stops)) > 1
+
+
+def test_margins_from_the_score_matrix_equal_the_gathered_ones():
+    """ItemNewton's sampled margins ŷ_ui − ŷ_uj read off the users' score matrix equal those
+    from the gathered rows, under the same draws."""
+    gen = torch.Generator().manual_seed(3)
+    user_out, item_out = torch.randn(9, 5, generator=gen), torch.randn(30, 5, generator=gen)
+    users, items = torch.randint(1, 9, (40,), generator=gen), torch.randint(1, 30, (40,), generator=gen)
+    dense = _margins(user_out, item_out, users, items, 4, torch.Generator().manual_seed(1), dense_ratio=10**6)
+    gathered = _margins(user_out, item_out, users, items, 4, torch.Generator().manual_seed(1), dense_ratio=0)
+    negatives = torch.randint(1, 30, (40, 4), generator=torch.Generator().manual_seed(1))
+    by_hand = (user_out[users].unsqueeze(1) * (item_out[items].unsqueeze(1) - item_out[negatives])).sum(-1)
+    torch.testing.assert_close(dense, by_hand)
+    torch.testing.assert_close(gathered, by_hand)

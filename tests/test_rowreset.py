@@ -191,6 +191,52 @@ def test_a_refit_until_a_loss_stops_at_the_first_step_that_reaches_it():
     torch.testing.assert_close(part, refit(taken)[0])
 
 
+def test_a_refit_until_a_loss_per_user_stops_each_user_where_its_own_pairs_reach_it():
+    """With ``until`` a loss per user, each user's row is the row the same refit gives it after
+    the first k_u steps at which the mean loss of its own pairs (computed by hand, as above) has
+    reached its own ``until``: a user already there keeps its row, a user never there takes every
+    step, and the refit ends once every user has stopped."""
+    exp = tiny_experiment("LightGCN", forget="private")
+    m = copy.deepcopy(exp.original)
+    m.set_train_data(exp.remaining)
+    users, items = pairs(exp.remaining)
+    f_users = torch.as_tensor(exp.request.forget_users)
+    assert len(f_users) >= 3
+    ego = m.ego_embeddings().detach().clone()
+    ego[f_users] = torch.randn(len(f_users), ego.shape[1], generator=torch.Generator().manual_seed(0)) * 0.01
+    refit = lambda steps, until=None: refit_users(m, ego, f_users, users, items, steps, 0.05, 3, 5, until=until)  # noqa: E731
+    same, taken = refit(20, until=torch.full((len(f_users),), 1e9))
+    assert taken == 0 and torch.equal(same, ego)
+    own = torch.isin(users, f_users)
+    pu, pi = users[own], items[own]
+    user_out, item_out = m.propagate(ego)
+    weight = m.self_weights(f_users)[:, None]
+    draws = torch.Generator().manual_seed(5)
+    rows, losses = [], []  # after k steps: the users' rows [F, d], their losses [F] under the (k + 1)-th draw
+    for k in range(21):
+        drawn = torch.randint(1, m.n_items, (len(pu), 3), generator=draws).view(-1)
+        rows.append(refit(k)[0][f_users])
+        out = user_out.index_add(0, f_users, weight * (rows[-1] - ego[f_users]))
+        margin = (out[pu].unsqueeze(1) * (item_out[pi].unsqueeze(1) - item_out[drawn.view(len(pu), 3)])).sum(-1)
+        per_pair = F.softplus(-margin).mean(1)
+        losses.append(torch.stack([per_pair[pu == u].mean() for u in f_users]))
+    losses = torch.stack(losses)  # [21, F]
+    until = (losses[0] + losses[-1]) / 2
+    until[0], until[1] = 1e9, -1.0  # the first user is there from the start, the second never gets there
+    ours, taken = refit(20, until=until)
+    assert taken == 20
+    for f, u in enumerate(f_users):
+        reached = torch.nonzero(losses[:, f] <= until[f]).flatten()
+        k = int(reached[0]) if len(reached) else 20
+        torch.testing.assert_close(ours[u], rows[k][f])
+    assert torch.equal(ours[f_users[0]], ego[f_users[0]]) and not torch.equal(ours[f_users[1]], ego[f_users[1]])
+    until[1] = 1e9  # with every user stopping, the refit ends at the last one's step
+    first = [int(torch.nonzero(losses[:, f] <= until[f]).flatten()[0]) if bool((losses[:, f] <= until[f]).any())
+             else 20 for f in range(len(f_users))]
+    assert max(first) > 0
+    assert refit(20, until=until)[1] == max(first)
+
+
 @pytest.mark.parametrize("dense", [True, False])
 def test_sampled_bpr_gradient_equals_backpropagation(dense):
     """SampledBPR's gradient, through the score matrix or through sparse products, is the
@@ -216,6 +262,13 @@ def test_sampled_bpr_gradient_equals_backpropagation(dense):
         to_user, none = objective.gradient(user_e, item_e, drawn, to_items=False)
         assert none is None
         torch.testing.assert_close(to_user, reference[0], rtol=1e-5, atol=1e-7)
+    tracked = SampledBPR(users, items, k, n_u, n_i, dense=dense, track_loss=True)
+    drawn = torch.randint(1, n_i, (m * k,), generator=gen)
+    tracked.gradient(user_e, item_e, drawn)
+    pair = F.softplus(-(user_e[users].unsqueeze(1) * (item_e[items].unsqueeze(1) - item_e[drawn.view(m, k)])).sum(-1)).mean(1)
+    torch.testing.assert_close(tracked.loss, pair.mean())
+    present = torch.unique(users)
+    torch.testing.assert_close(tracked.user_losses(present), torch.stack([pair[users == u].mean() for u in present]))
 
 
 @pytest.mark.parametrize("model", ["LightGCN", "BPR"])

@@ -49,8 +49,9 @@ class SampledBPR:
     def __init__(self, users: Tensor, items: Tensor, negatives: int, n_users: int, n_items: int,
                  dense: bool | None = None, dense_ratio: int = 8, track_loss: bool = False):
         self.k, self.n_users, self.n_items = int(negatives), int(n_users), int(n_items)
-        #: with ``track_loss``, the objective's value (a scalar) at the last gradient's point
-        self.track_loss, self.loss = bool(track_loss), None
+        #: with ``track_loss``, the objective's value (a scalar) at the last gradient's point, and
+        #: each pair's mean loss over its k negatives [m] (in the order of ``pair_users``)
+        self.track_loss, self.loss, self.pair_losses = bool(track_loss), None, None
         self.m, self.weight = len(users), 1.0 / (len(users) * int(negatives))
         self.rows, local = torch.unique(users, return_inverse=True)  # the users with pairs, [r]
         self.dense = (len(self.rows) * self.n_items <= dense_ratio * len(self)) if dense is None else bool(dense)
@@ -61,9 +62,11 @@ class SampledBPR:
             base = local * self.n_items  # each pair's row offset in the flat score matrix, [m]
             self._positive = base + items  # [m]
             self._base_k = base.repeat_interleave(self.k)  # [mk], pair-major as the draws are
+            self.pair_users = users  # [m]
             return
         self._by_user = torch.argsort(users, stable=True)  # the pairs sorted by user, [m]
         users, self._items = users[self._by_user], items[self._by_user]
+        self.pair_users = users  # [m], the pairs' users in the order their losses are kept
         self._crow_users = _offsets(torch.bincount(users, minlength=self.n_users) * (self.k + 1))
         self._by_item = _group(self._items, self.n_items)  # the positives grouped by item, [m]
         self._crow_items = _offsets(torch.bincount(self._items, minlength=self.n_items))
@@ -85,7 +88,15 @@ class SampledBPR:
 
     def _keep(self, margin: Tensor) -> None:
         if self.track_loss:
-            self.loss = torch.nn.functional.softplus(-margin).mean()
+            self.pair_losses = torch.nn.functional.softplus(-margin).mean(1)
+            self.loss = self.pair_losses.mean()
+
+    def user_losses(self, users: Tensor) -> Tensor:
+        """The mean loss [len(users)] of each of ``users``' pairs at the last gradient's point
+        (with ``track_loss``; nan for a user without pairs)."""
+        total = self.pair_losses.new_zeros(self.n_users).index_add_(0, self.pair_users, self.pair_losses)
+        count = torch.bincount(self.pair_users, minlength=self.n_users).to(total.dtype)
+        return (total / count).index_select(0, users)
 
     def _through_scores(self, user_e: Tensor, item_e: Tensor, drawn: Tensor,
                         to_items: bool) -> tuple[Tensor, Tensor | None]:

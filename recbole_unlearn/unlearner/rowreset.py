@@ -180,7 +180,7 @@ def _negatives(n_items: int, m: int, k: int, seed: int, among: tuple[int, torch.
 
 def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
                 steps: int, lr: float, negatives: int, seed: int, graph=None,
-                until: float | None = None) -> tuple[torch.Tensor, int]:
+                until: float | torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """(``ego`` [n_users + n_items, d] with the rows of ``f_users`` [F] refitted to their own
     pairs among (``users``, ``items``) [m] by ``steps`` Adam steps, against the item outputs of
     ``ego``, held fixed; the steps taken).
@@ -195,7 +195,9 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
 
     With ``until`` (a loss) it stops before ``steps`` once the mean BPR loss of the users'
     pairs, (1/mk) Σ −log σ(ŷ_ui − ŷ_uj) under the step's negatives, is at most ``until`` (read
-    off the step's gradient, before the step).
+    off the step's gradient, before the step).  With ``until`` a tensor [F] of losses, one per
+    user, each user's row stays where it is from the first step at which the mean loss of its
+    own pairs is at most its own ``until``; the refit stops once every user has stopped.
     """
     own = torch.isin(users, f_users)
     users, items = users[own], items[own]
@@ -209,6 +211,11 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
     reg = torch.bincount(users, minlength=n_users).to(ego.dtype)[f_users].unsqueeze(1) / len(users) * model.reg_weight
     start = ego.index_select(0, f_users)
     theta = start.clone()
+    each = isinstance(until, torch.Tensor)
+    # the users stopped, [F]: with ``until`` per user, from the start those without pairs
+    done = (torch.bincount(users, minlength=n_users).index_select(0, f_users) == 0) if each else \
+        torch.zeros(len(f_users), dtype=torch.bool, device=ego.device)
+    held = theta.clone()  # their rows where they stopped
     optimizer = torch.optim.Adam([theta], lr=lr)
     draw = _negatives(n_items, len(users), negatives, seed)
     out = user_out.clone()
@@ -217,12 +224,19 @@ def refit_users(model, ego: torch.Tensor, f_users: torch.Tensor, users: torch.Te
         drawn = draw().to(ego.device)
         out.index_copy_(0, f_users, user_out.index_select(0, f_users) + self_weight * (theta - start))
         to_user = objective.gradient(out, item_out, drawn, to_items=False)[0].index_select(0, f_users)
-        if until is not None and float(objective.loss) <= until:
+        if each:
+            now = ~done & (objective.user_losses(f_users) <= until.to(ego))
+            held[now], done = theta[now], done | now
+            if bool(done.all()):
+                break
+        elif until is not None and float(objective.loss) <= until:
             break
         theta.grad = to_user.mul_(self_weight).addcmul_(reg, theta)
         optimizer.step()
+        if each:
+            theta.data[done] = held[done]
         taken += 1
-    return ego.clone().index_copy_(0, f_users, theta), taken
+    return ego.clone().index_copy_(0, f_users, theta.detach()), taken
 
 
 __all__ = ["RowReset", "RowResetParams", "refit_users", "refusal_unless_bpr_on_outputs", "resolve_rows"]
