@@ -6,6 +6,7 @@ import torch
 from recbole.utils import init_seed
 
 from conftest import make_config, tiny_experiment
+from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.quick_start import run_unlearner
 from recbole_unlearn.testing import score_gap_closed
 from recbole_unlearn.unlearner.itemnewton import ItemNewton, _margins
@@ -100,6 +101,24 @@ def test_no_item_output_moves_past_the_trust_region():
         step = at.output_step(newton_trust=trust).norm(dim=1)
         assert bool((step <= trust * norms * (1 + 1e-4) + 1e-7).all()), trust
         assert (float((step / norms).max()) > 0.0099) if trust == 0.01 else True
+
+
+def test_the_share_trust_bounds_each_step_by_the_forgotten_share_of_the_items_pairs():
+    """With ``newton_trust_share`` = c > 0 an item's output step is also at most
+    c · q_i / (q_i + n_i) times its output norm (q_i its forgotten pairs, n_i its pairs in D_r),
+    never more than ``newton_trust``'s bound, and a tight c binds."""
+    exp = tiny_experiment("LightGCN", forget="private")
+    at = _OnRemaining(exp)
+    norms = at.item_out[at.items].norm(dim=1)
+    q = torch.bincount(torch.as_tensor(exp.request.items), minlength=exp.original.n_items)[at.items].double()
+    n = torch.bincount(pairs(exp.remaining)[1], minlength=exp.original.n_items)[at.items].double()
+    free = at.output_step(newton_trust=100.0).norm(dim=1)
+    for share in (0.05, 1.0):
+        bound = (share * q / (q + n)).clamp(max=0.5) * norms
+        step = at.output_step(newton_trust_share=share).norm(dim=1)
+        assert bool((step <= bound * (1 + 1e-4) + 1e-7).all()), share
+        torch.testing.assert_close(step, torch.minimum(free, bound).to(step), rtol=1e-4, atol=1e-6)
+    assert bool((at.output_step(newton_trust_share=0.05).norm(dim=1) < free * 0.99).any())
 
 
 def test_the_excess_cap_bounds_the_fall_of_the_forgotten_pairs():

@@ -103,6 +103,7 @@ class ItemNewtonParams(Params):
     newton_negatives: int = 16
     newton_hold_popularity: bool = True
     newton_trust: float = 0.5
+    newton_trust_share: float = 6.0
     newton_excess: float = 0.0
     newton_users: str = "reset"
     newton_user_scale: float = 0.3
@@ -165,7 +166,12 @@ def item_steps(n_items: int, user_out: torch.Tensor, item_out: torch.Tensor, f_u
     s = torch.sigmoid(_margins(user_out, item_out, u, i, 4, draws))
     weight = (s * (1 - s)).mean(1) * user_out.index_select(0, u).square().sum(1) / user_out.shape[1]  # [m']
     curvature = user_out.new_zeros(n_items).index_add_(0, i, weight).index_select(0, moved)  # [t]
-    step = _damped(pull, curvature, p.newton_scale, p, mean_user, item_out.index_select(0, moved))
+    trust = None
+    if p.newton_trust_share > 0:  # the forgotten pairs' share of the item's pairs, times the key
+        forgotten = torch.bincount(local, minlength=len(moved)).to(user_out.dtype)
+        held = torch.bincount(i, minlength=n_items).index_select(0, moved).to(user_out.dtype)
+        trust = (p.newton_trust_share * forgotten / (forgotten + held)).clamp_(max=p.newton_trust)
+    step = _damped(pull, curvature, p.newton_scale, p, mean_user, item_out.index_select(0, moved), trust)
     if p.newton_excess > 0:
         step.mul_(_excess_share(f_user_out, item_out.index_select(0, f_items), mean_user, local, step,
                                 p.newton_excess)[:, None])
@@ -192,16 +198,16 @@ def user_steps(n_users: int, user_out: torch.Tensor, item_out: torch.Tensor, f_u
 
 
 def _damped(pull: torch.Tensor, curvature: torch.Tensor, scale: float, p: ItemNewtonParams, mean_other: torch.Tensor,
-            out: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor, trust: torch.Tensor | None = None) -> torch.Tensor:
     """``scale`` · ``pull`` [t, d] / (``curvature`` [t] + damping · its median), its component
     along ``mean_other`` [d] (the other side's mean output) removed with
-    ``newton_hold_popularity``, each row at most ``newton_trust`` times the norm of its row of
-    ``out`` [t, d] (a trust region)."""
+    ``newton_hold_popularity``, each row at most ``newton_trust`` (or its entry of ``trust``
+    [t]) times the norm of its row of ``out`` [t, d] (a trust region)."""
     step = pull.mul(scale / (curvature + p.newton_damping * curvature.median()).clamp_min(1e-12)[:, None])
     if p.newton_hold_popularity:
         direction = mean_other / mean_other.norm().clamp_min(1e-12)
         step -= (step @ direction)[:, None] * direction
-    bound = p.newton_trust * out.norm(dim=1)  # [t]
+    bound = (p.newton_trust if trust is None else trust) * out.norm(dim=1)  # [t]
     return step.mul_((bound / step.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)[:, None])
 
 
