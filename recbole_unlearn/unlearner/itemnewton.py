@@ -25,14 +25,17 @@ ItemNewton estimates those item rows from Θ_a's:
    everyone (on the validation requests, holding it brought the forgotten pairs' re-predict
    score from 28% to 4% under Retrain's on ml-100k's ``noise`` request at the same
    membership signal).  A step is at most ``newton_trust`` times the item's output norm
-   (a trust region: on one validation request, amazon-electronics-14core ``noise`` of seed
-   2023, items whose remaining pairs were saturated had almost no curvature, and the unbounded
-   step took every user's Recall@20 down by 94%).  With ``newton_excess`` = κ > 0 the step
+   (a trust region: on amazon-electronics-14core's ``noise`` validation request of seed 2023,
+   items whose remaining pairs were saturated had almost no curvature and the unbounded step
+   took every user's Recall@20 down by 94%), and, with ``newton_trust_share`` = γ > 0, at
+   most γ · q_i / (q_i + n_i) times it, q_i the item's forgotten pairs, n_i its remaining ones:
+   an item that keeps most of its pairs moves little (on amazon-electronics-14core's eight
+   validation requests the membership signal went to 123–249% of the gap without it, 122–226%
+   at γ = 6, the summed shortfall from 11.86 to 8.32).  With ``newton_excess`` = κ > 0 the step
    is also shrunk so that the item's forgotten pairs' scores fall, summed, by at most κ times
-   their summed excess over the item's mean score, ŷ_ui − I_i · Ū (Ū the mean user output): a
-   bound in the model's own score scale, for models stopped early (off by default; see
-   below).  The item's ego row moves by ΔI_i / c_i, c_i the propagation's self-weight
-   (``model.self_weights``);
+   their excess over the item's mean score, ŷ_ui − I_i · Ū (Ū the mean user output; off by
+   default, see below).  The item's ego row moves by ΔI_i / c_i, c_i the propagation's
+   self-weight (``model.self_weights``);
 4. the forgetting users' rows are set to the rows a retrain starts from (``newton_users:
    reset``) or moved by the same damped step with the two sides swapped (``step``,
    :func:`user_steps`: against the pull Σ_i f_ui I_i of their forgotten items, over the
@@ -56,23 +59,17 @@ A request costs one propagation, two passes over sampled scores and the refit: n
 preparation, no state carried along a chain.
 
 Where it stands (``benchmarks/results/validate_keys/``, BENCHMARKS.md): LightGCN's default.
-On the eight validation requests of ml-100k and amazon-electronics-14core its summed shortfall
-is 5.32 (``ItemNewton-LightGCN-refit-until.md``; a fixed refit of 25 steps at newton_scale 0.3,
-the earlier default, 6.73; RowReset 8.33 in ``ItemNewton-RowReset-LightGCN-one-hit.md``), and
-on adm-cure4rec's 5-core, where no key was chosen, 7.72 against 9.20 and RowReset's 13.70
-(``ItemNewton-LightGCN-adm-cure4rec-5core-refit-until.md``); the retrain bands are never
-narrower than one hit.  On the tables' eight test requests the earlier default had the lower
-sum (9.35 against 13.04, BENCHMARKS.md's rows): the longer refit lifts ml-100k's RBO@10 on
-all four but puts its ``private`` forgetting users' Recall@20 8–9% above a retrain's, and on
-amazon's early-stopped model of seed 2022 the larger step overshoots further.  The share of
-the step that lands a retrain's membership signal differs between models: it moves the
-requests of models that stopped early past a retrain's (amazon's of seed 2023: about twice
-the membership gap).  The excess cap brings those closer (at κ = 0.5, with the earlier refit:
-221% → 119% and 214% → 88% of the gap) but leaves ml-100k's ``noise`` requests short (76% and
-73%), so it is off (``ItemNewton-LightGCN-excess.md``).  Stepping the forgetting users instead
-of resetting them (``newton_users: step``) lost on the validation requests (7.35 against 6.73,
-with the earlier refit; ``ItemNewton-LightGCN-user-step.md``), and so did stopping the refit
-per user (``user_fit``: 6.30 against 5.32, ``ItemNewton-LightGCN-user-fit.md``).
+On the sixteen validation requests of ml-100k and amazon-electronics-14core (seeds 2021–2027)
+its summed shortfall is 12.04, against 16.88 without the share trust and 20.50 for the
+earlier fixed refit of 25 steps at newton_scale 0.3 (``ItemNewton-LightGCN-four-seeds*.md``);
+on adm-cure4rec's 5-core, where no key was chosen, 4.84 against 7.72 without the share trust
+(``ItemNewton-LightGCN-adm-cure4rec-5core-trust-share.md``); bands never narrower than one
+hit.  On the tables' eight test requests it sums 12.17 (13.04 without the share trust), the
+earlier keys 9.35: ml-100k's RBO@10 is higher on all four, but its ``private`` forgetting
+users' Recall@20 sits 8–9% above a retrain's, and on amazon's early-stopped models the step
+still moves the membership signal past a retrain's (seed 2022: 181–218% of the gap).  Grids
+that lost: ``newton_excess`` (``ItemNewton-LightGCN-excess.md``), ``newton_users: step``
+(``-user-step.md``), ``user_fit`` (``-user-fit.md``), the refit's rate and cap (``-four-seeds-refit-lr.md``).
 
 It builds on influence-function unlearning, a Newton step removing the data's term (Koh and
 Liang, "Understanding Black-box Predictions via Influence Functions", ICML 2017; for
