@@ -9,7 +9,7 @@ from conftest import make_config, tiny_experiment
 from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.quick_start import run_unlearner
 from recbole_unlearn.testing import score_gap_closed
-from recbole_unlearn.unlearner.itemnewton import ItemNewton, _margins
+from recbole_unlearn.unlearner.itemnewton import ItemNewton, _drift_curvature, _margins
 from unlearner_contract import UnlearnerContract
 
 
@@ -119,6 +119,32 @@ def test_the_share_trust_bounds_each_step_by_the_forgotten_share_of_the_items_pa
         assert bool((step <= bound * (1 + 1e-4) + 1e-7).all()), share
         torch.testing.assert_close(step, torch.minimum(free, bound).to(step), rtol=1e-4, atol=1e-6)
     assert bool((at.output_step(newton_trust_share=0.05).norm(dim=1) < free * 0.99).any())
+
+
+def test_the_drift_curvature_is_one_over_how_far_the_item_moved_per_unit_of_its_pull():
+    """``newton_curvature: drift``: an item whose drift from its initial output is −c times its
+    pairs' pull (plus any move along the mean user output, which is not counted) gets the
+    curvature 1 / c, so its step is c times its forgotten pairs' pull; an item that moved
+    along its pull, or not at all, gets no step."""
+    torch.manual_seed(0)
+    mean_user = torch.randn(8, dtype=torch.float64)
+    direction = mean_user / mean_user.norm()
+    pull = torch.randn(4, 8, dtype=torch.float64)
+    pull -= (pull @ direction)[:, None] * direction
+    c = torch.tensor([0.5, 2.0, -1.0, 0.0], dtype=torch.float64)
+    drift = -c[:, None] * pull + torch.tensor([3.0, -1.0, 0.5, 2.0], dtype=torch.float64)[:, None] * direction
+    curvature = _drift_curvature(drift, pull, mean_user)
+    torch.testing.assert_close(curvature[:2], 1 / c[:2])
+    assert bool((curvature[2:] >= 1e11).all())
+
+
+@pytest.mark.parametrize("scenario", ["private", "noise"])
+def test_the_drift_curvature_closes_most_of_the_score_gap(scenario):
+    """On the small graph the drift curvature with a full step and no damping removes at least
+    80% of the forgotten pairs' score gap to an exact retrain (about 95% and 88% measured)."""
+    exp = tiny_experiment("LightGCN", forget=scenario)
+    model = _run(exp, newton_curvature="drift", newton_scale=1.0, newton_damping=0.0).model
+    assert score_gap_closed(exp, model) >= 0.8
 
 
 def test_the_excess_cap_bounds_the_fall_of_the_forgotten_pairs():

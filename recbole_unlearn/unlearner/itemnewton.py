@@ -101,6 +101,7 @@ class ItemNewtonParams(Params):
     newton_hold_popularity: bool = True
     newton_trust: float = 0.5
     newton_trust_share: float = 6.0
+    newton_curvature: str = "hessian"
     newton_excess: float = 0.0
     newton_users: str = "reset"
     newton_user_scale: float = 0.3
@@ -128,13 +129,15 @@ class ItemNewton(Unlearner):
         graph = as_csr(model.graph())
         ego = model.ego_embeddings().detach().clone()
         user_out, item_out = model.propagate(ego, graph)
-        step, moved = item_steps(model.n_items, user_out, item_out, q_users, q_items, users, items, p, seed)
+        initial = self.initial_ego(remaining) if p.newton_users == "reset" or p.newton_curvature == "drift" else None
+        drift = item_out - model.propagate(initial, graph)[1] if p.newton_curvature == "drift" else None
+        step, moved = item_steps(model.n_items, user_out, item_out, q_users, q_items, users, items, p, seed, drift)
         ego.index_add_(0, moved + model.n_users, step / model.self_weights(moved + model.n_users, graph).to(ego)[:, None])
         if p.newton_users == "step":
             u_step, stepped = user_steps(model.n_users, user_out, item_out, q_users, q_items, users, items, p, seed + 3)
             ego.index_add_(0, stepped, u_step / model.self_weights(stepped, graph).to(ego)[:, None])
         else:
-            ego[f_users] = self.initial_ego(remaining)[f_users]
+            ego[f_users] = initial[f_users]
         own = torch.isin(users, f_users)  # the forgetting users' remaining pairs (none: whole users deleted)
         target = None
         if p.newton_refit_until != "steps" and bool(own.any()):
@@ -148,11 +151,14 @@ class ItemNewton(Unlearner):
 
 
 def item_steps(n_items: int, user_out: torch.Tensor, item_out: torch.Tensor, f_users: torch.Tensor,
-               f_items: torch.Tensor, users: torch.Tensor, items: torch.Tensor, p: ItemNewtonParams, seed: int):
+               f_items: torch.Tensor, users: torch.Tensor, items: torch.Tensor, p: ItemNewtonParams, seed: int,
+               drift: torch.Tensor | None = None):
     """(ΔI [t, d], the items [t]) of the module docstring's steps 1–3: the output step of each
     item ``f_items`` holds among the forgotten pairs (``f_users``, ``f_items``) [q], from the
     outputs ``user_out`` [n_users, d], ``item_out`` [n_items, d] on D_r's graph, with the
-    remaining pairs (``users``, ``items``) [m] giving the curvature."""
+    remaining pairs (``users``, ``items``) [m] giving the curvature, or, with
+    ``newton_curvature: drift``, the items' drift from a retrain's initial outputs
+    ``drift`` [n_items, d] (:func:`_drift_curvature`)."""
     draws = torch.Generator().manual_seed(seed)
     moved, local = torch.unique(f_items, return_inverse=True)  # [t], [q]
     f_user_out, mean_user = user_out.index_select(0, f_users), user_out[1:].mean(0)  # [q, d], [d]
@@ -163,6 +169,10 @@ def item_steps(n_items: int, user_out: torch.Tensor, item_out: torch.Tensor, f_u
     s = torch.sigmoid(_margins(user_out, item_out, u, i, 4, draws))
     weight = (s * (1 - s)).mean(1) * user_out.index_select(0, u).square().sum(1) / user_out.shape[1]  # [m']
     curvature = user_out.new_zeros(n_items).index_add_(0, i, weight).index_select(0, moved)  # [t]
+    if drift is not None:
+        held_pull = user_out.new_zeros(n_items, user_out.shape[1]).index_add_(
+            0, i, s.mean(1, keepdim=True).sub_(1) * user_out.index_select(0, u)).index_select(0, moved)
+        curvature = _drift_curvature(drift.index_select(0, moved), pull + held_pull, mean_user)
     trust = None
     if p.newton_trust_share > 0:  # the forgotten pairs' share of the item's pairs, times the key
         forgotten = torch.bincount(local, minlength=len(moved)).to(user_out.dtype)
@@ -206,6 +216,20 @@ def _damped(pull: torch.Tensor, curvature: torch.Tensor, scale: float, p: ItemNe
         step -= (step @ direction)[:, None] * direction
     bound = (p.newton_trust if trust is None else trust) * out.norm(dim=1)  # [t]
     return step.mul_((bound / step.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)[:, None])
+
+
+def _drift_curvature(drift: torch.Tensor, pull: torch.Tensor, mean_user: torch.Tensor) -> torch.Tensor:
+    """The curvature [t] that makes a step of ``pull`` [t, d] (the pull of all of each item's
+    pairs, Σ f_ui U_u) account for each item's ``drift`` [t, d] (its output minus a retrain's
+    initial one), both taken without their component along ``mean_user`` [d]: training moved
+    the item by about c_i times its pairs' pull, c_i = −⟨drift, pull⟩ / ‖pull‖², so the
+    forgotten pairs' share of that move is c_i times their own pull, a step with curvature
+    1 / c_i.  An item that did not move along its pull gets an unbounded curvature (no step)."""
+    direction = mean_user / mean_user.norm().clamp_min(1e-12)
+    drift = drift - (drift @ direction)[:, None] * direction
+    pull = pull - (pull @ direction)[:, None] * direction
+    moved = -(drift * pull).sum(1) / pull.square().sum(1).clamp_min(1e-12)  # c_i [t]
+    return 1.0 / moved.clamp_min(1e-12)
 
 
 def _excess_share(f_user_out: torch.Tensor, f_item_out: torch.Tensor, mean_user: torch.Tensor, local: torch.Tensor,
