@@ -9,7 +9,8 @@ from conftest import make_config, tiny_experiment
 from recbole_unlearn.data.remaining import pairs
 from recbole_unlearn.quick_start import run_unlearner
 from recbole_unlearn.testing import score_gap_closed
-from recbole_unlearn.unlearner.itemnewton import ItemNewton, _drift_curvature, _margins
+from recbole_unlearn.unlearner._item_steps import _drift_curvature, sampled_margins
+from recbole_unlearn.unlearner.itemnewton import ItemNewton
 from unlearner_contract import UnlearnerContract
 
 
@@ -250,8 +251,8 @@ def test_margins_from_the_score_matrix_equal_the_gathered_ones():
     gen = torch.Generator().manual_seed(3)
     user_out, item_out = torch.randn(9, 5, generator=gen), torch.randn(30, 5, generator=gen)
     users, items = torch.randint(1, 9, (40,), generator=gen), torch.randint(1, 30, (40,), generator=gen)
-    dense = _margins(user_out, item_out, users, items, 4, torch.Generator().manual_seed(1), dense_ratio=10**6)
-    gathered = _margins(user_out, item_out, users, items, 4, torch.Generator().manual_seed(1), dense_ratio=0)
+    dense = sampled_margins(user_out, item_out, users, items, 4, torch.Generator().manual_seed(1), dense_ratio=10**6)
+    gathered = sampled_margins(user_out, item_out, users, items, 4, torch.Generator().manual_seed(1), dense_ratio=0)
     negatives = torch.randint(1, 30, (40, 4), generator=torch.Generator().manual_seed(1))
     by_hand = (user_out[users].unsqueeze(1) * (item_out[items].unsqueeze(1) - item_out[negatives])).sum(-1)
     torch.testing.assert_close(dense, by_hand)
