@@ -37,10 +37,10 @@ ItemNewton estimates those item rows from Θ_a's:
    default, see below).  The item's ego row moves by ΔI_i / c_i, c_i the propagation's
    self-weight (``model.self_weights``);
 4. the forgetting users' rows are set to the rows a retrain starts from (``newton_users:
-   reset``) or moved by the same damped step with the two sides swapped (``step``,
-   :func:`user_steps`: against the pull Σ_i f_ui I_i of their forgotten items, over the
-   curvature of their remaining pairs, ``newton_user_scale`` of it, the mean item direction
-   held, the same trust region), and refit
+   reset``) or moved by the same damped step with the two sides swapped (``step``, ``user_steps``
+   in :mod:`~recbole_unlearn.unlearner._item_steps`: against the pull Σ_i f_ui I_i of their
+   forgotten items, over the curvature of their remaining pairs, ``newton_user_scale`` of it,
+   the mean item direction held, the same trust region), and refit
    (:func:`~recbole_unlearn.unlearner.rowreset.refit_users`) to their remaining pairs against
    the moved items, until they fit those pairs as well as their rows in Θ_a do
    (``newton_refit_until: fit``: the pairs' mean BPR loss under Θ_a's outputs on D_r's graph,
