@@ -176,10 +176,11 @@ def test_the_excess_cap_bounds_the_fall_of_the_forgotten_pairs():
 def test_closes_most_of_the_forgotten_pairs_score_gap_to_a_retrain(scenario):
     """On a small graph, ItemNewton (LightGCN's default) with its defaults removes at least 80%
     of the gap between Θ_a's and an exact retrain's mean predicted probability of the forgotten
-    pairs, of a ``private`` request and of an injected (``noise``) one (about 91% and 82%
-    measured)."""
+    pairs, of a ``private`` request and of an injected (``noise``) one, and lands at most 30%
+    past the retrain's (about 114% and 94% measured; 91% and 82% with the Hessian curvature at
+    newton_scale 0.4, damping 1)."""
     exp = tiny_experiment("LightGCN", forget=scenario)
-    assert score_gap_closed(exp, _run(exp).model) >= 0.8
+    assert 0.8 <= score_gap_closed(exp, _run(exp).model) <= 1.3
 
 
 def test_the_user_step_moves_the_forgetting_users_against_their_forgotten_items():
