@@ -543,3 +543,32 @@ def test_a_later_command_adds_its_rows_to_the_experiments_unlearners(tmp_path):
     info = json.loads((bench.result_dir / "experiment.json").read_text())
     assert info["unlearners"] == ["RowReset", "DeltaReplay", "ItemNewton"]
     assert [c["command"] for c in info["commands"]] == ["run a", "run b"]
+
+
+def test_targets_scores_a_stored_row_against_its_runs_yardsticks(tmp_path):
+    """``targets.py``: a stored tables row's misses, from its request's Original, Retrain and
+    Retrain* JSON, match the hand-computed shortfalls (MIA gap, re-predict, Recall band from
+    Retrain*'s distance, speed-up, RBO against Retrain*'s); a folder without the row gives none."""
+    from benchmarks.targets import score
+
+    def write(name, mia, rep, rec, f_rec, rbo=None, time_s=None):
+        result = {"mia_auc": mia, "repredict_score": rep, "test": {"recall@20": rec},
+                  "test_forget_users": {"recall@20": f_rec}, "time_s": time_s}
+        if rbo is not None:
+            result["rbo"] = {"rbo@10": rbo}
+        (tmp_path / f"s2020-{name}.json").write_text(json.dumps({"result": result}))
+
+    write("Original", 0.80, 1.0, 0.30, 0.20)
+    write("Retrain", 0.50, 0.8, 0.30, 0.20, rbo=1.0, time_s=10.0)
+    write("Retrain-star", 0.50, 0.8, 0.33, 0.20, rbo=0.8, time_s=10.0)  # Recall band 10%, F-band 3%
+    write("Mine", 0.56, 0.6, 0.36, 0.21, rbo=0.7, time_s=0.2)
+    s = score(tmp_path, "2020", "Mine")
+    assert s["removed"] == pytest.approx(0.8)
+    expected = (1.0,            # (0.9 − 0.8) / 0.1
+                2 / 3,          # |0.6 / 0.8 − 1| = 25%, over 15%, minus 1
+                1.0,            # +20% against a 10% band
+                1.0,            # 100 / 50× − 1
+                2 / 3,          # +5% against a 3% band
+                0.5)            # (0.8 − 0.7) / (1 − 0.8)
+    assert s["short"] == pytest.approx(expected)
+    assert score(tmp_path, "2020", "Absent") is None
