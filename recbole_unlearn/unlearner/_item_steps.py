@@ -27,9 +27,10 @@ def item_steps(n_items: int, user_out: torch.Tensor, item_out: torch.Tensor, f_u
     on_moved = torch.isin(items, moved)
     u, i = users[on_moved], items[on_moved]
     s = torch.sigmoid(sampled_margins(user_out, item_out, u, i, 4, draws))
-    weight = (s * (1 - s)).mean(1) * user_out.index_select(0, u).square().sum(1) / user_out.shape[1]  # [m']
-    curvature = user_out.new_zeros(n_items).index_add_(0, i, weight).index_select(0, moved)  # [t]
-    if drift is not None:
+    if drift is None:
+        weight = (s * (1 - s)).mean(1) * user_out.index_select(0, u).square().sum(1) / user_out.shape[1]  # [m']
+        curvature = user_out.new_zeros(n_items).index_add_(0, i, weight).index_select(0, moved)  # [t]
+    else:
         held_pull = user_out.new_zeros(n_items, user_out.shape[1]).index_add_(
             0, i, s.mean(1, keepdim=True).sub_(1) * user_out.index_select(0, u)).index_select(0, moved)
         curvature = _drift_curvature(drift.index_select(0, moved), pull + held_pull, mean_user)
