@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import markdown_table, script_keys  # noqa: E402
-from benchmarks.validate_keys import bands, shortfalls  # noqa: E402
+from benchmarks.validate_keys import bands, judged  # noqa: E402
 from recbole_unlearn.errors import UnlearnInputError  # noqa: E402
 
 KEYS = {"rows": "ItemNewton", "folders": "", "results": str(Path(__file__).resolve().parent / "results" / "tables")}
@@ -42,12 +42,7 @@ def score(folder: Path, seed: str, row: str) -> dict | None:
     if not all(p.is_file() for p in paths.values()):
         return None
     o, gold, star, m = (figures(json.loads(p.read_text())["result"]) for p in paths.values())
-    band, f_band = bands(gold, star)
-    removed = (o["MIA AUC"] - m["MIA AUC"]) / (o["MIA AUC"] - gold["MIA AUC"])
-    short = shortfalls(removed, m["re-predict"] / gold["re-predict"] - 1, m["Recall@20"] / gold["Recall@20"] - 1,
-                       gold["time_s"] / m["time_s"], band, m["F-Recall@20"] / gold["F-Recall@20"] - 1, f_band,
-                       m["RBO@10"], star["RBO@10"])
-    return {"removed": removed, "short": short, **m, "gold": gold, "star": star}
+    return {**judged(o, gold, m, gold["time_s"] / m["time_s"], *bands(gold, star), star), **m, "star": star}
 
 
 def main(argv: list[str]) -> int:
@@ -79,12 +74,9 @@ def main(argv: list[str]) -> int:
                 totals[row][1] += sum(x == 0 for x in s["short"])
                 totals[row][2] += len(s["short"])
                 missed = ", ".join(f"{n} {x:.2f}" for n, x in zip(names, s["short"]) if x > 0) or "all met"
-                lines.append([folder.name, seed, row, f"{s['removed']:.0%}",
-                              f"{s['re-predict'] / s['gold']['re-predict'] - 1:+.1%}",
-                              f"{s['RBO@10']:.3f} / {s['star']['RBO@10']:.3f}",
-                              f"{s['Recall@20'] / s['gold']['Recall@20'] - 1:+.1%}",
-                              f"{s['F-Recall@20'] / s['gold']['F-Recall@20'] - 1:+.1%}",
-                              f"{s['gold']['time_s'] / s['time_s']:.0f}×", f"{sum(s['short']):.2f}", missed])
+                lines.append([folder.name, seed, row, f"{s['removed']:.0%}", f"{s['rep']:+.1%}",
+                              f"{s['RBO@10']:.3f} / {s['star']['RBO@10']:.3f}", f"{s['rec']:+.1%}",
+                              f"{s['f_rec']:+.1%}", f"{s['speedup']:.0f}×", f"{sum(s['short']):.2f}", missed])
     print(markdown_table(["folder", "seed", "row", "MIA gap removed", "re-predict vs Retrain", "RBO@10 / Retrain*'s",
                           "Recall@20 vs Retrain", "F-Recall@20 vs Retrain", "speed-up", "shortfall", "missed"], lines))
     print("\n" + markdown_table(["row", "shortfall (sum)", "targets met"],

@@ -83,6 +83,20 @@ def shortfalls(removed: float, rep: float, rec: float, speedup: float, band: flo
     return out
 
 
+def judged(original: dict, gold: dict, m: dict, speedup: float, band: float, f_band: float,
+           star: dict | None = None) -> dict:
+    """A row's figures ``m`` against its request's ``original`` and ``gold`` (Retrain) ones (as
+    :func:`~benchmarks.common.headline` names them): the MIA gap ``removed``, re-predict,
+    Recall@20 and F-Recall@20 relative to Retrain's (``rep``, ``rec``, ``f_rec``), the
+    ``speedup`` and the :func:`shortfalls` (``short``; six with a Retrain* ``star``, else four)."""
+    removed = (original["MIA AUC"] - m["MIA AUC"]) / (original["MIA AUC"] - gold["MIA AUC"])
+    rep, rec = m["re-predict"] / gold["re-predict"] - 1, m["Recall@20"] / gold["Recall@20"] - 1
+    f_rec = m["F-Recall@20"] / gold["F-Recall@20"] - 1
+    short = shortfalls(removed, rep, rec, speedup, band, *(() if star is None else (
+        f_rec, f_band, m["RBO@10"], star["RBO@10"])))
+    return {"removed": removed, "rep": rep, "rec": rec, "f_rec": f_rec, "speedup": speedup, "short": short}
+
+
 def bands(gold: dict, star: dict | None, hits: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float]:
     """The relative retrain bands of Recall@20 of all and of the forgetting users: 3% of
     Retrain's, or Retrain*'s distance from it when larger, and never narrower than one hit
@@ -129,15 +143,10 @@ def run_case(dataset: str, scenario: str, model: str, cls: type, seed: int, grid
     for keys in grid:
         outcome = run_unlearner(exp, cls, bench.config(cls.__name__, seed, **keys))
         m = headline(outcome.model, setup, reference)
-        removed = (original["MIA AUC"] - m["MIA AUC"]) / (original["MIA AUC"] - gold["MIA AUC"])
-        rep, rec = m["re-predict"] / gold["re-predict"] - 1, m["Recall@20"] / gold["Recall@20"] - 1
-        f_rec = m["F-Recall@20"] / gold["F-Recall@20"] - 1
-        speedup = meta["time_s"] / outcome.time_s
-        short = shortfalls(removed, rep, rec, speedup, band, *(() if yardstick is None else (
-            f_rec, f_band, m["RBO@10"], yardstick["RBO@10"])))
-        rows.append({"keys": keys, "time_s": outcome.time_s, "speedup": speedup, "removed": removed, "rep": rep,
-                     "rec": rec, "f_rec": f_rec, "shortfall": sum(short), "meets": not any(short), **m, "gold": gold,
-                     "star": yardstick, "bands": (band, f_band), "retrain_s": meta["time_s"],
+        j = judged(original, gold, m, meta["time_s"] / outcome.time_s, band, f_band, yardstick)
+        short = j.pop("short")
+        rows.append({"keys": keys, "time_s": outcome.time_s, **j, "shortfall": sum(short), "meets": not any(short),
+                     **m, "gold": gold, "star": yardstick, "bands": (band, f_band), "retrain_s": meta["time_s"],
                      "hits": (hits[0] / gold["Recall@20"], hits[1] / gold["F-Recall@20"]),
                      "early": early})
     return rows
